@@ -1,1 +1,5 @@
+//! Dev-only test support: members as processes on loopback (kybern and real etcd), and the `Kv`
+//! conformance suite shared by every `Kv` implementation.
 
+pub mod conformance;
+pub mod procs;

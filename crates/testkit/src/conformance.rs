@@ -1,0 +1,1 @@
+//! The Kv conformance suite.

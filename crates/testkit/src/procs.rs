@@ -1,0 +1,1 @@
+//! Processes on loopback: kybern store members and real etcd.
