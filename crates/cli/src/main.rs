@@ -1,1 +1,106 @@
-fn main() {}
+//! `kybern`: every kybern component as a subcommand of one binary.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "kybern", version, about = "A Kubernetes-compatible, highly available cluster in one binary.",
+    long_about = "A Kubernetes-compatible, highly available cluster in one binary.\n\n\
+    Every component is a subcommand. Today: `store`, an etcd v3-compatible key-value store that real \
+    etcdctl and etcd clients use unchanged, and `bench`, an etcd v3 load generator.")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run an etcd v3-compatible store member (flags as etcd's), or manage its data.
+    #[command(args_conflicts_with_subcommands = true)]
+    Store {
+        #[command(subcommand)]
+        cmd: Option<StoreCmd>,
+        #[command(flatten)]
+        args: store::StoreArgs,
+    },
+
+    //B
+}
+
+#[derive(Subcommand)]
+enum StoreCmd {
+    /// Snapshot operations.
+    Snapshot {
+        #[command(subcommand)]
+        cmd: SnapshotCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum SnapshotCmd {
+    /// Restore a snapshot saved with `etcdctl snapshot save` into a new data directory.
+    Restore {
+        /// The snapshot file.
+        file: PathBuf,
+        /// The data directory to create (must be empty or absent).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Name of the restored member.
+        #[arg(long, default_value = "default")]
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KYBERN_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kybern: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let res = rt.block_on(async {
+        match cli.cmd {
+            Cmd::Store { cmd: None, args } => {
+                let args = args.resolve().map_err(|e| (2, e.to_string()))?;
+                store::server::run(args).await.map_err(failure)
+            }
+            Cmd::Store { cmd: Some(StoreCmd::Snapshot { cmd: SnapshotCmd::Restore { file, data_dir, name } }), .. } => {
+                mvcc_restore(&file, &data_dir, &name)
+            }
+            //B
+        }
+    });
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, msg)) => {
+            eprintln!("kybern: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn mvcc_restore(file: &std::path::Path, data_dir: &std::path::Path, name: &str) -> Result<(), (u8, String)> {
+    store::restore_snapshot(file, data_dir, name).map_err(|e| (2, e.to_string()))?;
+    println!("restored snapshot {} into {}", file.display(), data_dir.display());
+    Ok(())
+}
+
+/// Refusals of bad input (a data dir that is not ours, a damaged store) exit 2; other failures 1.
+fn failure(e: anyhow::Error) -> (u8, String) {
+    let msg = format!("{e:#}");
+    let bad_input = e.chain().any(|c| c.downcast_ref::<store::ConfigError>().is_some())
+        || msg.contains("not a kybern store")
+        || msg.contains("holds no kybern store");
+    (if bad_input { 2 } else { 1 }, msg)
+}

@@ -1,1 +1,17 @@
+//! etcd-style multi-version key-value store on redb.
 
+pub mod apply;
+pub mod backend;
+mod error;
+pub mod index;
+pub mod lease;
+pub mod rev;
+pub mod snapshot;
+pub mod store;
+pub mod txn;
+pub mod watch;
+
+pub use apply::{Op, OpResult};
+pub use error::Error;
+pub use store::Store;
+pub use watch::{Filter, Subscription, WatchMsg};

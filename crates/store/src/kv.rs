@@ -37,7 +37,10 @@ pub trait Kv: Send + Sync + 'static {
     async fn compact(&self, req: PbCompactionRequest) -> Result<PbCompactionResponse, Status>;
     async fn watch(&self, spec: WatchSpec) -> Result<WatchStream, Status>;
     async fn lease_grant(&self, req: PbLeaseGrantRequest) -> Result<PbLeaseGrantResponse, Status>;
-    async fn lease_revoke(&self, req: PbLeaseRevokeRequest) -> Result<PbLeaseRevokeResponse, Status>;
+    async fn lease_revoke(
+        &self,
+        req: PbLeaseRevokeRequest,
+    ) -> Result<PbLeaseRevokeResponse, Status>;
     /// One keep-alive round trip; TTL 0 in the answer means the lease is gone.
     async fn lease_keep_alive(&self, id: i64) -> Result<PbLeaseKeepAliveResponse, Status>;
     async fn lease_time_to_live(

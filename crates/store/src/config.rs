@@ -1,0 +1,300 @@
+//! `kybern store` configuration: etcd's flag names and defaults, and `--config-file` in the
+//! etcd.conf.yml form (which, as in etcd, replaces the command-line flags when given).
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompactionMode {
+    Periodic,
+    Revision,
+}
+
+/// Flags of `kybern store`, named and defaulted as etcd's.
+#[derive(Clone, Debug, Args)]
+pub struct StoreArgs {
+    /// Human-readable name for this member.
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// Path to the data directory (default: NAME.etcd).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Comma-separated URLs to listen on for client traffic (http:// or https://).
+    #[arg(long, default_value = "http://localhost:2379")]
+    pub listen_client_urls: String,
+    /// Comma-separated client URLs of this member to advertise to clients.
+    #[arg(long, default_value = "http://localhost:2379")]
+    pub advertise_client_urls: String,
+    /// Comma-separated URLs to listen on for peer traffic (used by the replicated store).
+    #[arg(long, default_value = "http://localhost:2380")]
+    pub listen_peer_urls: String,
+    /// Comma-separated peer URLs of this member to advertise to the rest of the cluster.
+    #[arg(long, default_value = "http://localhost:2380")]
+    pub initial_advertise_peer_urls: String,
+    /// Raise an alarm (NOSPACE) and refuse writes when the backend exceeds this size in bytes
+    /// (0: the default of 2 GiB; negative: no quota).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub quota_backend_bytes: i64,
+    /// Interpret --auto-compaction-retention as a duration ('periodic') or a revision count ('revision').
+    #[arg(long, value_enum, default_value = "periodic")]
+    pub auto_compaction_mode: CompactionMode,
+    /// Auto compaction retention: periodic mode takes a duration (1h, 30m, 10s) or a number of
+    /// hours, revision mode a number of revisions to keep. 0 disables auto compaction.
+    #[arg(long, default_value = "0")]
+    pub auto_compaction_retention: String,
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, default_value_t = 1_572_864)]
+    pub max_request_bytes: u64,
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, default_value_t = 128)]
+    pub max_txn_ops: usize,
+    /// Path to the client server TLS certificate file.
+    #[arg(long)]
+    pub cert_file: Option<PathBuf>,
+    /// Path to the client server TLS key file.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// Path to the client server TLS trusted CA certificate file (verifies client certificates).
+    #[arg(long)]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Require client certificates signed by --trusted-ca-file.
+    #[arg(long)]
+    pub client_cert_auth: bool,
+    /// Path to a YAML configuration file (etcd.conf.yml keys); when given, flags are ignored.
+    #[arg(long)]
+    pub config_file: Option<PathBuf>,
+    /// Accepted for compatibility; kybern serves only the v3 API and warns when this is true.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub enable_v2: bool,
+    /// Interval of watch progress notifications (etcd's experimental flag).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub experimental_watch_progress_notify_interval: std::time::Duration,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct FileConfig {
+    name: Option<String>,
+    data_dir: Option<PathBuf>,
+    listen_client_urls: Option<String>,
+    advertise_client_urls: Option<String>,
+    listen_peer_urls: Option<String>,
+    initial_advertise_peer_urls: Option<String>,
+    quota_backend_bytes: Option<i64>,
+    auto_compaction_mode: Option<CompactionMode>,
+    auto_compaction_retention: Option<serde_yamlish::Scalar>,
+    max_request_bytes: Option<u64>,
+    max_txn_ops: Option<usize>,
+    enable_v2: Option<bool>,
+    client_transport_security: Option<FileTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct FileTls {
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    trusted_ca_file: Option<PathBuf>,
+    client_cert_auth: Option<bool>,
+}
+
+mod serde_yamlish {
+    /// A YAML scalar that may be written as a number or a string (`auto-compaction-retention: 1`).
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(untagged)]
+    pub enum Scalar {
+        Int(i64),
+        Str(String),
+    }
+}
+
+/// A configuration error: reported with exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl StoreArgs {
+    /// Applies `--config-file` when given, then checks the whole configuration.
+    pub fn resolve(mut self) -> Result<StoreArgs, ConfigError> {
+        if let Some(path) = self.config_file.clone() {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError(format!("cannot read --config-file {}: {e}", path.display()))
+            })?;
+            let f: FileConfig = serde_saphyr::from_str(&text)
+                .map_err(|e| ConfigError(format!("invalid config file {}: {e}", path.display())))?;
+            macro_rules! take { ($($f:ident),*) => {$( if let Some(v) = f.$f { self.$f = v; } )*} }
+            take!(
+                name,
+                listen_client_urls,
+                advertise_client_urls,
+                listen_peer_urls,
+                initial_advertise_peer_urls,
+                quota_backend_bytes,
+                auto_compaction_mode,
+                max_request_bytes,
+                max_txn_ops,
+                enable_v2
+            );
+            if f.data_dir.is_some() {
+                self.data_dir = f.data_dir;
+            }
+            match f.auto_compaction_retention {
+                Some(serde_yamlish::Scalar::Int(n)) => {
+                    self.auto_compaction_retention = n.to_string()
+                }
+                Some(serde_yamlish::Scalar::Str(s)) => self.auto_compaction_retention = s,
+                None => {}
+            }
+            if let Some(t) = f.client_transport_security {
+                self.cert_file = t.cert_file.or(self.cert_file);
+                self.key_file = t.key_file.or(self.key_file);
+                self.trusted_ca_file = t.trusted_ca_file.or(self.trusted_ca_file);
+                self.client_cert_auth = t.client_cert_auth.unwrap_or(self.client_cert_auth);
+            }
+        }
+        for u in self
+            .client_urls()?
+            .iter()
+            .chain(&self.advertised_client_urls()?)
+        {
+            if u.scheme() == "https" && (self.cert_file.is_none() || self.key_file.is_none()) {
+                return Err(ConfigError(format!("{u} needs --cert-file and --key-file")));
+            }
+        }
+        if self.client_cert_auth && self.trusted_ca_file.is_none() {
+            return Err(ConfigError(
+                "--client-cert-auth needs --trusted-ca-file".into(),
+            ));
+        }
+        if self.max_txn_ops == 0 {
+            return Err(ConfigError("--max-txn-ops must be positive".into()));
+        }
+        self.retention()?;
+        Ok(self)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name)))
+    }
+
+    pub fn client_urls(&self) -> Result<Vec<url::Url>, ConfigError> {
+        parse_urls("--listen-client-urls", &self.listen_client_urls)
+    }
+
+    pub fn advertised_client_urls(&self) -> Result<Vec<url::Url>, ConfigError> {
+        parse_urls("--advertise-client-urls", &self.advertise_client_urls)
+    }
+
+    /// The quota in bytes, or None for no quota.
+    pub fn quota(&self) -> Option<u64> {
+        match self.quota_backend_bytes {
+            0 => Some(2 * 1024 * 1024 * 1024),
+            n if n < 0 => None,
+            n => Some(n as u64),
+        }
+    }
+
+    /// Auto compaction: None when off.
+    pub fn retention(&self) -> Result<Option<Retention>, ConfigError> {
+        let r = self.auto_compaction_retention.trim();
+        let bad = || {
+            ConfigError(format!(
+                "invalid --auto-compaction-retention {r:?} for mode {:?}",
+                self.auto_compaction_mode
+            ))
+        };
+        Ok(match self.auto_compaction_mode {
+            CompactionMode::Revision => match r.parse::<i64>().map_err(|_| bad())? {
+                0 => None,
+                n if n < 0 => return Err(bad()),
+                n => Some(Retention::Revisions(n)),
+            },
+            CompactionMode::Periodic => {
+                let d = match r.parse::<u64>() {
+                    Ok(h) => std::time::Duration::from_secs(h * 3600),
+                    Err(_) => parse_duration(r).map_err(|_| bad())?,
+                };
+                (!d.is_zero()).then_some(Retention::Period(d))
+            }
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retention {
+    Period(std::time::Duration),
+    Revisions(i64),
+}
+
+fn parse_urls(flag: &str, s: &str) -> Result<Vec<url::Url>, ConfigError> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            let url = url::Url::parse(u)
+                .map_err(|e| ConfigError(format!("{flag}: invalid URL {u:?}: {e}")))?;
+            match (url.scheme(), url.host_str(), url.port()) {
+                ("http" | "https", Some(_), Some(_)) => Ok(url),
+                _ => Err(ConfigError(format!(
+                    "{flag}: {u:?} must be http(s)://HOST:PORT"
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// Go-style durations: 500ms, 10s, 5m, 1h, 1h30m.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let mut total = 0f64;
+    let mut num = String::new();
+    let mut chars = s.trim().chars().peekable();
+    if s.trim().is_empty() {
+        return Err("empty duration".into());
+    }
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let mut unit = c.to_string();
+        while let Some(&n) = chars.peek() {
+            if n.is_ascii_alphabetic() {
+                unit.push(n);
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        let v: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+        num.clear();
+        total += v * match unit.as_str() {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(format!("invalid duration {s:?}: unknown unit {unit:?}")),
+        };
+    }
+    if !num.is_empty() {
+        return Err(format!("invalid duration {s:?}: missing unit"));
+    }
+    Ok(std::time::Duration::from_secs_f64(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1h30m").unwrap().as_secs(), 5400);
+        assert_eq!(parse_duration("500ms").unwrap().as_millis(), 500);
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5x").is_err());
+    }
+}

@@ -1,0 +1,320 @@
+//! The etcd v3 gRPC services as thin adapters over `Member`.
+
+use std::sync::Arc;
+
+use etcd_api::*;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::kv::Kv;
+use crate::member::Member;
+
+type Answer<T> = Result<Response<T>, Status>;
+
+#[derive(Clone)]
+pub struct Services {
+    pub member: Arc<Member>,
+}
+
+#[tonic::async_trait]
+impl PbKvService for Services {
+    async fn range(&self, r: Request<PbRangeRequest>) -> Answer<PbRangeResponse> {
+        Kv::range(&*self.member, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type RangeStreamStream = ReceiverStream<Result<PbRangeStreamResponse, Status>>;
+
+    async fn range_stream(&self, r: Request<PbRangeRequest>) -> Answer<Self::RangeStreamStream> {
+        let resp = Kv::range(&*self.member, r.into_inner()).await?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let _ = tx
+                .send(Ok(PbRangeStreamResponse {
+                    range_response: Some(resp),
+                }))
+                .await;
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn put(&self, r: Request<PbPutRequest>) -> Answer<PbPutResponse> {
+        Kv::put(&*self.member, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_range(&self, r: Request<PbDeleteRequest>) -> Answer<PbDeleteResponse> {
+        Kv::delete_range(&*self.member, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn txn(&self, r: Request<PbTxnRequest>) -> Answer<PbTxnResponse> {
+        Kv::txn(&*self.member, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn compact(&self, r: Request<PbCompactionRequest>) -> Answer<PbCompactionResponse> {
+        Kv::compact(&*self.member, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+}
+
+#[tonic::async_trait]
+impl PbLeaseService for Services {
+    async fn lease_grant(&self, r: Request<PbLeaseGrantRequest>) -> Answer<PbLeaseGrantResponse> {
+        Kv::lease_grant(&*self.member, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn lease_revoke(
+        &self,
+        r: Request<PbLeaseRevokeRequest>,
+    ) -> Answer<PbLeaseRevokeResponse> {
+        Kv::lease_revoke(&*self.member, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type LeaseKeepAliveStream = ReceiverStream<Result<PbLeaseKeepAliveResponse, Status>>;
+
+    async fn lease_keep_alive(
+        &self,
+        r: Request<Streaming<PbLeaseKeepAliveRequest>>,
+    ) -> Answer<Self::LeaseKeepAliveStream> {
+        let mut input = r.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let m = self.member.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(req)) = input.next().await {
+                let resp = Kv::lease_keep_alive(&*m, req.id).await;
+                if tx.send(resp).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        r: Request<PbLeaseTimeToLiveRequest>,
+    ) -> Answer<PbLeaseTimeToLiveResponse> {
+        Kv::lease_time_to_live(&*self.member, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn lease_leases(
+        &self,
+        _: Request<PbLeaseLeasesRequest>,
+    ) -> Answer<PbLeaseLeasesResponse> {
+        let m = &self.member;
+        let leases = m
+            .store
+            .lease_ids()
+            .into_iter()
+            .map(|id| PbLeaseStatus { id })
+            .collect();
+        Ok(Response::new(PbLeaseLeasesResponse {
+            header: m.header(m.store.revision()),
+            leases,
+        }))
+    }
+}
+
+impl Services {
+    fn me(&self) -> PbMember {
+        let s = &self.member.settings;
+        PbMember {
+            id: self.member.store.member_id,
+            name: s.name.clone(),
+            peer_ur_ls: s.peer_urls.clone(),
+            client_ur_ls: s.client_urls.clone(),
+            is_learner: false,
+        }
+    }
+}
+
+fn single_member_only() -> Status {
+    Status::unimplemented(
+        "kybern: membership changes need the replicated store; this member runs alone",
+    )
+}
+
+#[tonic::async_trait]
+impl PbClusterService for Services {
+    async fn member_add(&self, _: Request<PbMemberAddRequest>) -> Answer<PbMemberAddResponse> {
+        Err(single_member_only())
+    }
+    async fn member_remove(
+        &self,
+        _: Request<PbMemberRemoveRequest>,
+    ) -> Answer<PbMemberRemoveResponse> {
+        Err(single_member_only())
+    }
+    async fn member_update(
+        &self,
+        _: Request<PbMemberUpdateRequest>,
+    ) -> Answer<PbMemberUpdateResponse> {
+        Err(single_member_only())
+    }
+    async fn member_promote(
+        &self,
+        _: Request<PbMemberPromoteRequest>,
+    ) -> Answer<PbMemberPromoteResponse> {
+        Err(single_member_only())
+    }
+    async fn member_list(&self, _: Request<PbMemberListRequest>) -> Answer<PbMemberListResponse> {
+        let m = &self.member;
+        Ok(Response::new(PbMemberListResponse {
+            header: m.header(m.store.revision()),
+            members: vec![self.me()],
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl PbMaintenanceService for Services {
+    async fn alarm(&self, r: Request<PbAlarmRequest>) -> Answer<PbAlarmResponse> {
+        self.member.alarm(r.into_inner()).await.map(Response::new)
+    }
+
+    async fn status(&self, _: Request<PbStatusRequest>) -> Answer<PbStatusResponse> {
+        let m = &self.member;
+        let (db_size, in_use) = m.store.db_size();
+        let rev = m.store.revision();
+        let index = m.applied.load(std::sync::atomic::Ordering::Relaxed);
+        let errors = m
+            .store
+            .alarms()
+            .iter()
+            .map(|(id, a)| format!("memberID:{id} alarm:{}", alarm_name(*a)))
+            .collect();
+        Ok(Response::new(PbStatusResponse {
+            header: m.header(rev),
+            version: ETCD_VERSION.into(),
+            db_size,
+            leader: m.store.member_id,
+            raft_index: index,
+            raft_term: m.term,
+            raft_applied_index: index,
+            errors,
+            db_size_in_use: in_use,
+            is_learner: false,
+            db_size_quota: m.settings.quota.map_or(0, |q| q as i64),
+            ..Default::default()
+        }))
+    }
+
+    async fn defragment(&self, _: Request<PbDefragmentRequest>) -> Answer<PbDefragmentResponse> {
+        let m = self.member.clone();
+        let started = std::time::Instant::now();
+        tokio::task::spawn_blocking(move || m.store.defragment())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(Status::from)?;
+        tracing::info!(took = ?started.elapsed(), size = self.member.store.db_size().0, "defragmented the backend");
+        Ok(Response::new(PbDefragmentResponse {
+            header: self.member.header(self.member.store.revision()),
+        }))
+    }
+
+    async fn hash(&self, _: Request<PbHashRequest>) -> Answer<PbHashResponse> {
+        let m = &self.member;
+        let hash = m.store.hash()?;
+        Ok(Response::new(PbHashResponse {
+            header: m.header(m.store.revision()),
+            hash,
+        }))
+    }
+
+    async fn hash_kv(&self, r: Request<PbHashKvRequest>) -> Answer<PbHashKvResponse> {
+        let m = &self.member;
+        let (hash, hash_revision, compact_revision) = m.store.hash_kv(r.into_inner().revision)?;
+        Ok(Response::new(PbHashKvResponse {
+            header: m.header(m.store.revision()),
+            hash,
+            compact_revision,
+            hash_revision,
+        }))
+    }
+
+    type SnapshotStream = ReceiverStream<Result<PbSnapshotResponse, Status>>;
+
+    async fn snapshot(&self, _: Request<PbSnapshotRequest>) -> Answer<Self::SnapshotStream> {
+        let m = self.member.clone();
+        let dir = m
+            .store
+            .path()
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_default();
+        let store = m.store.clone();
+        let path = tokio::task::spawn_blocking(move || store.snapshot_to(&dir))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(Status::from)?;
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(async move {
+            let res = async {
+                let data = tokio::fs::read(&path).await?;
+                let _ = tokio::fs::remove_file(&path).await;
+                let total = data.len();
+                let mut sent = 0;
+                for chunk in data.chunks(32 * 1024) {
+                    sent += chunk.len();
+                    let resp = PbSnapshotResponse {
+                        header: m.header(m.store.revision()),
+                        remaining_bytes: (total - sent) as u64,
+                        blob: chunk.to_vec(),
+                        version: ETCD_VERSION.into(),
+                    };
+                    if tx.send(Ok(resp)).await.is_err() {
+                        break;
+                    }
+                }
+                tracing::info!(bytes = total, "sent snapshot");
+                Ok::<_, std::io::Error>(())
+            }
+            .await;
+            if let Err(e) = res {
+                let _ = tx
+                    .send(Err(Status::internal(format!("snapshot: {e}"))))
+                    .await;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn move_leader(&self, r: Request<PbMoveLeaderRequest>) -> Answer<PbMoveLeaderResponse> {
+        let m = &self.member;
+        if r.into_inner().target_id != m.store.member_id {
+            return Err(Status::failed_precondition(
+                "etcdserver: bad leader transferee",
+            ));
+        }
+        Ok(Response::new(PbMoveLeaderResponse {
+            header: m.header(m.store.revision()),
+        }))
+    }
+
+    async fn downgrade(&self, _: Request<PbDowngradeRequest>) -> Answer<PbDowngradeResponse> {
+        Err(Status::unimplemented("kybern: downgrade is not supported"))
+    }
+}
+
+pub fn alarm_name(a: i32) -> &'static str {
+    match a {
+        enums::alarm_type::NOSPACE => "NOSPACE",
+        enums::alarm_type::CORRUPT => "CORRUPT",
+        _ => "NONE",
+    }
+}

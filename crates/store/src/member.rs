@@ -1,0 +1,414 @@
+//! The in-process store member: request checks, quota, the apply thread that batches writes into
+//! one fsync, lease expiry and auto compaction. Implements the `Kv` trait; the gRPC services are
+//! thin adapters over it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use etcd_api::enums::{alarm_action, alarm_type};
+use etcd_api::*;
+use mvcc::txn::{check_delete, check_put, check_range, check_txn, txn_has_writes};
+use mvcc::{Op, OpResult, Store};
+use prost::Message;
+use tokio::sync::{mpsc, oneshot};
+use tonic::Status;
+
+use crate::config::Retention;
+use crate::kv::{Kv, WatchSpec, WatchStream};
+
+pub struct Settings {
+    pub name: String,
+    pub client_urls: Vec<String>,
+    pub peer_urls: Vec<String>,
+    pub quota: Option<u64>,
+    pub max_request_bytes: u64,
+    pub max_txn_ops: usize,
+    pub retention: Option<Retention>,
+    pub progress_interval: Duration,
+    /// Lease TTLs below this are raised to it (etcd: 1.5 x election timeout, rounded up).
+    pub min_lease_ttl: i64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            name: "default".into(),
+            client_urls: vec![],
+            peer_urls: vec![],
+            quota: Some(2 << 30),
+            max_request_bytes: 1_572_864,
+            max_txn_ops: 128,
+            retention: None,
+            progress_interval: Duration::from_secs(600),
+            min_lease_ttl: 2,
+        }
+    }
+}
+
+type Job = (Op, oneshot::Sender<Result<OpResult, Status>>);
+
+pub struct Member {
+    pub store: Arc<Store>,
+    pub settings: Settings,
+    tx: mpsc::Sender<Job>,
+    pub term: u64,
+    pub applied: Arc<AtomicU64>,
+    pub started: Instant,
+}
+
+/// Most operations folded into one backend transaction (one fsync).
+const MAX_BATCH: usize = 4096;
+
+impl Member {
+    /// Opens the data dir and starts the apply thread and the background loops. Must be called
+    /// inside a tokio runtime.
+    pub fn start(
+        data_dir: &std::path::Path,
+        settings: Settings,
+    ) -> Result<Arc<Member>, mvcc::Error> {
+        let store = Arc::new(Store::open(data_dir)?);
+        let (tx, rx) = mpsc::channel::<Job>(MAX_BATCH * 4);
+        let applied = Arc::new(AtomicU64::new(store.revision() as u64));
+        spawn_apply_thread(store.clone(), rx, applied.clone());
+        let m = Arc::new(Member {
+            store,
+            settings,
+            tx,
+            term: 2,
+            applied,
+            started: Instant::now(),
+        });
+        tokio::spawn(lease_expiry_loop(Arc::downgrade(&m)));
+        if let Some(r) = m.settings.retention {
+            tokio::spawn(auto_compaction_loop(Arc::downgrade(&m), r));
+        }
+        Ok(m)
+    }
+
+    pub fn header(&self, revision: i64) -> Option<PbResponseHeader> {
+        Some(PbResponseHeader {
+            cluster_id: self.store.cluster_id,
+            member_id: self.store.member_id,
+            revision,
+            raft_term: self.term,
+        })
+    }
+
+    fn fill(&self, h: &mut Option<PbResponseHeader>) {
+        let rev = h
+            .as_ref()
+            .map_or_else(|| self.store.revision(), |h| h.revision);
+        *h = self.header(rev);
+    }
+
+    /// Sends an operation to the apply thread and waits for its answer.
+    pub async fn submit(&self, op: Op) -> Result<OpResult, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send((op, tx))
+            .await
+            .map_err(|_| errors::stopped())?;
+        rx.await.map_err(|_| errors::stopped())?
+    }
+
+    fn check_size(&self, m: &impl Message) -> Result<(), Status> {
+        if m.encoded_len() as u64 > self.settings.max_request_bytes {
+            return Err(errors::request_too_large());
+        }
+        Ok(())
+    }
+
+    /// etcd's quota: writes that add data are refused while NOSPACE is raised, and raise it when
+    /// the backend would grow past the quota.
+    async fn check_quota(&self, cost: usize) -> Result<(), Status> {
+        if self.store.has_alarm(alarm_type::NOSPACE) {
+            return Err(errors::no_space());
+        }
+        let Some(quota) = self.settings.quota else {
+            return Ok(());
+        };
+        if cost == 0 {
+            return Ok(());
+        }
+        let size = std::fs::metadata(mvcc::backend::db_path(&self.data_dir()))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        if size + cost as u64 > quota {
+            tracing::warn!(
+                size,
+                quota,
+                "backend size exceeds --quota-backend-bytes: raising NOSPACE alarm; \
+                writes are refused until you compact, defragment and `etcdctl alarm disarm`"
+            );
+            let req = PbAlarmRequest {
+                action: alarm_action::ACTIVATE,
+                member_id: self.store.member_id,
+                alarm: alarm_type::NOSPACE,
+            };
+            let _ = self.submit(Op::Alarm(req)).await;
+            return Err(errors::no_space());
+        }
+        Ok(())
+    }
+
+    fn data_dir(&self) -> std::path::PathBuf {
+        // <data-dir>/member/kybern.db
+        self.store_path()
+            .parent()
+            .and_then(|p| p.parent())
+            .map(|p| p.to_path_buf())
+            .unwrap_or_default()
+    }
+
+    fn store_path(&self) -> std::path::PathBuf {
+        self.store.path()
+    }
+
+    pub async fn alarm(&self, req: PbAlarmRequest) -> Result<PbAlarmResponse, Status> {
+        match self.submit(Op::Alarm(req)).await? {
+            OpResult::Alarm(mut r) => {
+                self.fill(&mut r.header);
+                Ok(r)
+            }
+            _ => Err(Status::internal("unexpected answer")),
+        }
+    }
+}
+
+fn put_cost(p: &PbPutRequest) -> usize {
+    p.key.len() + p.value.len() + 64
+}
+
+fn txn_cost(t: &PbTxnRequest) -> usize {
+    t.success
+        .iter()
+        .chain(&t.failure)
+        .map(|op| match &op.request {
+            Some(PbTxnOpRequest::RequestPut(p)) => put_cost(p),
+            Some(PbTxnOpRequest::RequestTxn(n)) => txn_cost(n),
+            _ => 0,
+        })
+        .sum()
+}
+
+fn spawn_apply_thread(store: Arc<Store>, mut rx: mpsc::Receiver<Job>, applied: Arc<AtomicU64>) {
+    let handle = tokio::runtime::Handle::current();
+    std::thread::Builder::new()
+        .name("store-apply".into())
+        .spawn(move || {
+            let _rt = handle.enter();
+            while let Some(first) = rx.blocking_recv() {
+                let mut jobs = vec![first];
+                while jobs.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(j) => jobs.push(j),
+                        Err(_) => break,
+                    }
+                }
+                let (ops, replies): (Vec<Op>, Vec<_>) = jobs.into_iter().unzip();
+                let n = ops.len() as u64;
+                match store.apply(ops) {
+                    Ok(results) => {
+                        applied.fetch_add(n, Ordering::Relaxed);
+                        for (reply, res) in replies.into_iter().zip(results) {
+                            let _ = reply.send(res);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!("store backend failed: {e}; stopping so that nothing unacknowledged is \
+                            reported as written. Check the disk and restart the member");
+                        std::process::exit(1);
+                    }
+                }
+            }
+        })
+        .expect("spawn apply thread");
+}
+
+async fn lease_expiry_loop(m: std::sync::Weak<Member>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let Some(m) = m.upgrade() else { return };
+        for id in m.store.expired_leases() {
+            tracing::debug!(
+                lease = id,
+                "lease expired; revoking it and deleting its keys"
+            );
+            let _ = m.submit(Op::LeaseRevoke(id)).await;
+        }
+    }
+}
+
+async fn auto_compaction_loop(m: std::sync::Weak<Member>, r: Retention) {
+    let (every, window) = match r {
+        Retention::Period(d) => ((d / 10).max(Duration::from_secs(1)), Some(d)),
+        Retention::Revisions(_) => (Duration::from_secs(300), None),
+    };
+    let mut samples: std::collections::VecDeque<(Instant, i64)> = Default::default();
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let Some(m) = m.upgrade() else { return };
+        let now = Instant::now();
+        let cur = m.store.revision();
+        samples.push_back((now, cur));
+        let target = match (r, window) {
+            (Retention::Revisions(n), _) => cur - n,
+            (_, Some(w)) => {
+                let mut t = 0;
+                while let Some(&(at, rev)) = samples.front() {
+                    if now.duration_since(at) >= w {
+                        t = rev;
+                        samples.pop_front();
+                    } else {
+                        break;
+                    }
+                }
+                t
+            }
+            _ => 0,
+        };
+        if target > m.store.compact_revision() {
+            match m.submit(Op::Compact(target)).await {
+                Ok(_) => tracing::info!(revision = target, "auto compaction finished"),
+                Err(e) => {
+                    tracing::warn!(revision = target, "auto compaction failed: {}", e.message())
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Kv for Member {
+    async fn range(&self, req: PbRangeRequest) -> Result<PbRangeResponse, Status> {
+        check_range(&req)?;
+        let mut r = self.store.range(&req)?;
+        self.fill(&mut r.header);
+        Ok(r)
+    }
+
+    async fn put(&self, req: PbPutRequest) -> Result<PbPutResponse, Status> {
+        check_put(&req)?;
+        self.check_size(&req)?;
+        self.check_quota(put_cost(&req)).await?;
+        match self.submit(Op::Put(req)).await? {
+            OpResult::Put(mut r) => {
+                self.fill(&mut r.header);
+                Ok(r)
+            }
+            _ => Err(Status::internal("unexpected answer")),
+        }
+    }
+
+    async fn delete_range(&self, req: PbDeleteRequest) -> Result<PbDeleteResponse, Status> {
+        check_delete(&req)?;
+        self.check_size(&req)?;
+        match self.submit(Op::Delete(req)).await? {
+            OpResult::Delete(mut r) => {
+                self.fill(&mut r.header);
+                Ok(r)
+            }
+            _ => Err(Status::internal("unexpected answer")),
+        }
+    }
+
+    async fn txn(&self, req: PbTxnRequest) -> Result<PbTxnResponse, Status> {
+        check_txn(&req, self.settings.max_txn_ops)?;
+        self.check_size(&req)?;
+        if txn_has_writes(&req) {
+            if self.store.has_alarm(alarm_type::NOSPACE) {
+                return Err(errors::no_space());
+            }
+            self.check_quota(txn_cost(&req)).await?;
+        }
+        match self.submit(Op::Txn(req)).await? {
+            OpResult::Txn(mut r) => {
+                self.fill(&mut r.header);
+                Ok(r)
+            }
+            _ => Err(Status::internal("unexpected answer")),
+        }
+    }
+
+    async fn compact(&self, req: PbCompactionRequest) -> Result<PbCompactionResponse, Status> {
+        match self.submit(Op::Compact(req.revision)).await? {
+            OpResult::Compact(mut r) => {
+                self.fill(&mut r.header);
+                Ok(r)
+            }
+            _ => Err(Status::internal("unexpected answer")),
+        }
+    }
+
+    async fn watch(&self, spec: WatchSpec) -> Result<WatchStream, Status> {
+        Ok(crate::watch_svc::single_watch(self, spec))
+    }
+
+    async fn lease_grant(&self, req: PbLeaseGrantRequest) -> Result<PbLeaseGrantResponse, Status> {
+        if req.ttl > mvcc::lease::MAX_LEASE_TTL {
+            return Err(errors::lease_ttl_too_large());
+        }
+        self.check_quota(64).await?;
+        let ttl = req.ttl.max(self.settings.min_lease_ttl);
+        let mut id = req.id;
+        while id == 0 || (req.id == 0 && self.store.lease_exists(id)) {
+            id = (rand::random::<u64>() >> 1) as i64;
+        }
+        match self.submit(Op::LeaseGrant { id, ttl }).await? {
+            OpResult::LeaseGrant(mut r) => {
+                self.fill(&mut r.header);
+                Ok(r)
+            }
+            _ => Err(Status::internal("unexpected answer")),
+        }
+    }
+
+    async fn lease_revoke(
+        &self,
+        req: PbLeaseRevokeRequest,
+    ) -> Result<PbLeaseRevokeResponse, Status> {
+        match self.submit(Op::LeaseRevoke(req.id)).await? {
+            OpResult::LeaseRevoke(mut r) => {
+                self.fill(&mut r.header);
+                Ok(r)
+            }
+            _ => Err(Status::internal("unexpected answer")),
+        }
+    }
+
+    async fn lease_keep_alive(&self, id: i64) -> Result<PbLeaseKeepAliveResponse, Status> {
+        let ttl = self.store.lease_renew(id).unwrap_or(0);
+        Ok(PbLeaseKeepAliveResponse {
+            header: self.header(self.store.revision()),
+            id,
+            ttl,
+        })
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: PbLeaseTimeToLiveRequest,
+    ) -> Result<PbLeaseTimeToLiveResponse, Status> {
+        let header = self.header(self.store.revision());
+        Ok(match self.store.lease_time_to_live(req.id) {
+            Some((ttl, granted, keys)) => PbLeaseTimeToLiveResponse {
+                header,
+                id: req.id,
+                ttl,
+                granted_ttl: granted,
+                keys: if req.keys { keys } else { vec![] },
+            },
+            None => PbLeaseTimeToLiveResponse {
+                header,
+                id: req.id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: vec![],
+            },
+        })
+    }
+}

@@ -1,0 +1,204 @@
+//! Serving a member: gRPC and HTTP (`/health`, `/metrics`, `/version`) on every client URL, TLS
+//! with optional client-certificate auth, readiness to systemd, clean shutdown on SIGTERM.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use etcd_api::*;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+use crate::config::StoreArgs;
+use crate::grpc::Services;
+use crate::member::{Member, Settings};
+use crate::metrics;
+
+/// Extra room gRPC accepts above --max-request-bytes, as etcd (requests between the two limits get
+/// etcd's own "request is too large").
+const GRPC_OVERHEAD: usize = 512 * 1024;
+
+pub fn settings(args: &StoreArgs) -> anyhow::Result<Settings> {
+    Ok(Settings {
+        name: args.name.clone(),
+        client_urls: args
+            .advertised_client_urls()?
+            .iter()
+            .map(|u| u.as_str().trim_end_matches('/').to_string())
+            .collect(),
+        peer_urls: args
+            .initial_advertise_peer_urls
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .collect(),
+        quota: args.quota(),
+        max_request_bytes: args.max_request_bytes,
+        max_txn_ops: args.max_txn_ops,
+        retention: args.retention()?,
+        progress_interval: args.experimental_watch_progress_notify_interval,
+        ..Settings::default()
+    })
+}
+
+pub fn router(member: Arc<Member>) -> axum::Router {
+    let svc = Services {
+        member: member.clone(),
+    };
+    let limit = member.settings.max_request_bytes as usize + GRPC_OVERHEAD;
+    let routes =
+        tonic::service::Routes::new(PbKvServer::new(svc.clone()).max_decoding_message_size(limit))
+            .add_service(
+                PbWatchServer::new(crate::watch_svc::WatchService {
+                    member: member.clone(),
+                })
+                .max_decoding_message_size(limit),
+            )
+            .add_service(PbLeaseServer::new(svc.clone()).max_decoding_message_size(limit))
+            .add_service(PbClusterServer::new(svc.clone()).max_decoding_message_size(limit))
+            .add_service(PbMaintenanceServer::new(svc).max_decoding_message_size(limit));
+    let http = axum::Router::new()
+        .route("/health", get(health))
+        .route("/readyz", get(health))
+        .route("/livez", get(|| async { "ok" }))
+        .route(
+            "/version",
+            get(|| async { axum::Json(serde_json_version()) }),
+        )
+        .route("/metrics", get(metrics::serve))
+        .with_state(member);
+    routes.into_axum_router().merge(http)
+}
+
+fn serde_json_version() -> std::collections::BTreeMap<&'static str, &'static str> {
+    [
+        ("etcdserver", ETCD_VERSION),
+        ("etcdcluster", "3.5.0"),
+        ("kybern", env!("CARGO_PKG_VERSION")),
+    ]
+    .into()
+}
+
+async fn health(State(m): State<Arc<Member>>) -> impl IntoResponse {
+    let alarms = m.store.alarms();
+    if alarms.is_empty() {
+        (
+            StatusCode::OK,
+            r#"{"health":"true","reason":""}"#.to_string(),
+        )
+    } else {
+        let names: Vec<&str> = alarms
+            .iter()
+            .map(|(_, a)| crate::grpc::alarm_name(*a))
+            .collect();
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                r#"{{"health":"false","reason":"ALARM {}"}}"#,
+                names.join(",")
+            ),
+        )
+    }
+}
+
+/// Runs `kybern store` until SIGTERM or SIGINT.
+pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
+    if args.enable_v2 {
+        tracing::warn!(
+            "--enable-v2 is accepted for compatibility, but kybern serves only the etcd v3 API"
+        );
+    }
+    let data_dir = args.data_dir();
+    let settings = settings(&args)?;
+    let tls = crate::tls::server_config(&args)?;
+    let member = Member::start(&data_dir, settings)
+        .map_err(|e| anyhow::anyhow!("cannot start store member: {e}"))?;
+    tracing::info!(
+        name = %args.name, data_dir = %data_dir.display(), revision = member.store.revision(),
+        member_id = %format!("{:x}", member.store.member_id), cluster_id = %format!("{:x}", member.store.cluster_id),
+        new = member.store.created, "store member started"
+    );
+    let app = router(member.clone());
+    let mut servers = Vec::new();
+    for url in args.client_urls()? {
+        let addr = format!(
+            "{}:{}",
+            url.host_str().unwrap_or("localhost"),
+            url.port().unwrap_or(2379)
+        );
+        let listener = TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("cannot listen on {url}"))?;
+        let tls = (url.scheme() == "https").then(|| tls.clone()).flatten();
+        tracing::info!(%url, tls = tls.is_some(), "serving client traffic (gRPC and HTTP)");
+        servers.push(tokio::spawn(accept_loop(listener, app.clone(), tls)));
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    shutdown_signal().await;
+    tracing::info!("received shutdown signal; stopping the store member");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    for s in servers {
+        s.abort();
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+pub async fn accept_loop(
+    listener: TcpListener,
+    app: axum::Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let svc = TowerToHyperService::new(app);
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder.http2().max_concurrent_streams(None);
+            let res = match acceptor {
+                Some(a) => match a.accept(stream).await {
+                    Ok(s) => {
+                        builder
+                            .serve_connection_with_upgrades(TokioIo::new(s), svc)
+                            .await
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, "TLS handshake failed: {e}");
+                        return;
+                    }
+                },
+                None => {
+                    builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .await
+                }
+            };
+            if let Err(e) = res {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+}
