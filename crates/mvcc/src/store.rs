@@ -352,12 +352,12 @@ impl Store {
     pub fn defragment(&self) -> Result<(), Error> {
         let _w = self.write_lock.lock();
         let mut db = self.db.write();
-        for _ in 0..8 {
+        for _ in 0..4000 {
             match db.compact() {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(redb::CompactionError::TransactionInProgress) => {
-                    std::thread::sleep(std::time::Duration::from_millis(5))
+                    std::thread::sleep(std::time::Duration::from_millis(2))
                 }
                 Err(e) => return Err(e.into()),
             }

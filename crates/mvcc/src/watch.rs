@@ -138,7 +138,10 @@ impl WatchHub {
                 events: evs,
             }) {
                 Ok(()) => w.next_rev = rev + 1,
-                Err(mpsc::error::TrySendError::Full(_)) => w.synced = false,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    w.synced = false;
+                    w.next_rev = rev;
+                }
                 Err(mpsc::error::TrySendError::Closed(_)) => closed.push(*id),
             }
         }
