@@ -6,10 +6,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "kybern", version, about = "A Kubernetes-compatible, highly available cluster in one binary.",
+#[command(
+    name = "kybern",
+    version,
+    about = "A Kubernetes-compatible, highly available cluster in one binary.",
     long_about = "A Kubernetes-compatible, highly available cluster in one binary.\n\n\
     Every component is a subcommand. Today: `store`, an etcd v3-compatible key-value store that real \
-    etcdctl and etcd clients use unchanged, and `bench`, an etcd v3 load generator.")]
+    etcdctl and etcd clients use unchanged, and `bench`, an etcd v3 load generator."
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -25,7 +29,6 @@ enum Cmd {
         #[command(flatten)]
         args: store::StoreArgs,
     },
-
     //B
 }
 
@@ -59,7 +62,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KYBERN_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("KYBERN_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .init();
     let rt = match tokio::runtime::Runtime::new() {
@@ -75,10 +79,18 @@ fn main() -> ExitCode {
                 let args = args.resolve().map_err(|e| (2, e.to_string()))?;
                 store::server::run(args).await.map_err(failure)
             }
-            Cmd::Store { cmd: Some(StoreCmd::Snapshot { cmd: SnapshotCmd::Restore { file, data_dir, name } }), .. } => {
-                mvcc_restore(&file, &data_dir, &name)
-            }
-            //B
+            Cmd::Store {
+                cmd:
+                    Some(StoreCmd::Snapshot {
+                        cmd:
+                            SnapshotCmd::Restore {
+                                file,
+                                data_dir,
+                                name,
+                            },
+                    }),
+                ..
+            } => mvcc_restore(&file, &data_dir, &name), //B
         }
     });
     match res {
@@ -90,16 +102,26 @@ fn main() -> ExitCode {
     }
 }
 
-fn mvcc_restore(file: &std::path::Path, data_dir: &std::path::Path, name: &str) -> Result<(), (u8, String)> {
+fn mvcc_restore(
+    file: &std::path::Path,
+    data_dir: &std::path::Path,
+    name: &str,
+) -> Result<(), (u8, String)> {
     store::restore_snapshot(file, data_dir, name).map_err(|e| (2, e.to_string()))?;
-    println!("restored snapshot {} into {}", file.display(), data_dir.display());
+    println!(
+        "restored snapshot {} into {}",
+        file.display(),
+        data_dir.display()
+    );
     Ok(())
 }
 
 /// Refusals of bad input (a data dir that is not ours, a damaged store) exit 2; other failures 1.
 fn failure(e: anyhow::Error) -> (u8, String) {
     let msg = format!("{e:#}");
-    let bad_input = e.chain().any(|c| c.downcast_ref::<store::ConfigError>().is_some())
+    let bad_input = e
+        .chain()
+        .any(|c| c.downcast_ref::<store::ConfigError>().is_some())
         || msg.contains("not a kybern store")
         || msg.contains("holds no kybern store");
     (if bad_input { 2 } else { 1 }, msg)
