@@ -1,0 +1,1 @@
+//! kybern API server.
