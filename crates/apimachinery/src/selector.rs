@@ -185,7 +185,7 @@ fn parse_values(lx: &mut Lexer) -> Result<Vec<String>, String> {
 }
 
 fn parse_requirement(lx: &mut Lexer) -> Result<Requirement, String> {
-    let mut req = |key: String, op: Op, value: String| -> Result<Requirement, String> {
+    let req = |key: String, op: Op, value: String| -> Result<Requirement, String> {
         if key.is_empty() {
             return Err("key is empty".into());
         }

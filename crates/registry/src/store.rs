@@ -1,0 +1,863 @@
+//! `GenericStore`: create, get, list, update, patch and delete written once for every resource, over
+//! the `Kv` trait. Objects are stored as JSON at `/registry/<prefix>/<namespace>/<name>` without a
+//! resourceVersion; on the way out the resourceVersion is the key's mod revision.
+
+use std::sync::Arc;
+
+use apimachinery::meta;
+use apimachinery::patch::{self, PatchType};
+use apimachinery::{continuation, ApiError, FieldError, FieldSelector, LabelSelector};
+use etcd_api::*;
+use serde_json::{json, Value};
+use store::Kv;
+
+use crate::kvutil::{self, store_err};
+use crate::strategy::{DeleteMode, Strategy};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FieldValidation {
+    Ignore,
+    #[default]
+    Warn,
+    Strict,
+}
+
+impl FieldValidation {
+    pub fn parse(s: &str) -> Result<Self, ApiError> {
+        match s {
+            "" | "Warn" => Ok(Self::Warn),
+            "Ignore" => Ok(Self::Ignore),
+            "Strict" => Ok(Self::Strict),
+            other => Err(ApiError::bad_request(format!(
+                "fieldValidation parameter unsupported: {other}"
+            ))),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct WriteOptions {
+    pub dry_run: bool,
+    pub field_validation: FieldValidation,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ListOptions {
+    pub label: LabelSelector,
+    pub field: FieldSelector,
+    pub limit: i64,
+    pub continue_token: String,
+    pub resource_version: String,
+    pub resource_version_match: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct DeleteOptions {
+    pub dry_run: bool,
+    pub grace_period_seconds: Option<i64>,
+    pub precondition_uid: Option<String>,
+    pub precondition_rv: Option<String>,
+}
+
+pub struct ListResult {
+    pub items: Vec<Value>,
+    pub resource_version: i64,
+    pub continue_token: String,
+    pub remaining: Option<i64>,
+}
+
+/// A write's answer: the object and any warnings (unknown fields under fieldValidation=Warn).
+pub struct Written {
+    pub object: Value,
+    pub warnings: Vec<String>,
+    /// True when the write created the object (201 rather than 200).
+    pub created: bool,
+}
+
+pub enum Deleted {
+    /// Removed now; the last state of the object.
+    Gone(Value),
+    /// Marked for deletion (finalizers, grace period); the updated object.
+    Pending(Value),
+}
+
+#[derive(Clone)]
+pub struct GenericStore {
+    pub kv: Arc<dyn Kv>,
+    pub strategy: Arc<dyn Strategy>,
+}
+
+const MAX_RETRIES: usize = 8;
+
+impl GenericStore {
+    pub fn new(kv: Arc<dyn Kv>, strategy: Arc<dyn Strategy>) -> Self {
+        GenericStore { kv, strategy }
+    }
+
+    fn group(&self) -> &'static str {
+        self.strategy.info().group
+    }
+
+    fn resource(&self) -> &'static str {
+        self.strategy.info().resource
+    }
+
+    /// `/registry/<prefix>/` or `/registry/<prefix>/<ns>/` (the list and watch range).
+    pub fn prefix(&self, ns: &str) -> String {
+        let p = self.strategy.info().etcd_prefix;
+        if self.strategy.info().namespaced && !ns.is_empty() {
+            format!("/registry/{p}/{ns}/")
+        } else {
+            format!("/registry/{p}/")
+        }
+    }
+
+    pub fn key(&self, ns: &str, name: &str) -> String {
+        format!("{}{name}", self.prefix(ns))
+    }
+
+    fn not_found(&self, name: &str) -> ApiError {
+        ApiError::not_found(self.group(), self.resource(), name)
+    }
+
+    /// Decodes a stored value; the resourceVersion is the key's mod revision.
+    pub fn decode(&self, kv: &PbKeyValue) -> Result<Value, ApiError> {
+        let mut v: Value = serde_json::from_slice(&kv.value)
+            .map_err(|e| ApiError::internal(format!("stored object is not JSON: {e}")))?;
+        meta::set_resource_version(&mut v, kv.mod_revision);
+        Ok(v)
+    }
+
+    fn encode(obj: &Value) -> Vec<u8> {
+        let mut o = obj.clone();
+        meta::remove_meta(&mut o, "resourceVersion");
+        serde_json::to_vec(&o).expect("json")
+    }
+
+    /// The label and field values a selector is matched against.
+    pub fn matches(&self, obj: &Value, label: &LabelSelector, field: &FieldSelector) -> bool {
+        if !label.is_empty() && !label.matches(&meta::labels(obj)) {
+            return false;
+        }
+        if field.is_empty() {
+            return true;
+        }
+        let mut fields = vec![("metadata.name", meta::name(obj).to_string())];
+        if self.strategy.info().namespaced {
+            fields.push(("metadata.namespace", meta::namespace(obj).to_string()));
+        }
+        fields.extend(self.strategy.fields(obj));
+        field.matches(&fields)
+    }
+
+    /// 400 when the field selector names a field this resource cannot select on.
+    pub fn check_field_selector(&self, field: &FieldSelector) -> Result<(), ApiError> {
+        let mut names = vec!["metadata.name"];
+        if self.strategy.info().namespaced {
+            names.push("metadata.namespace");
+        }
+        names.extend_from_slice(self.strategy.field_names());
+        match field.unsupported(&names) {
+            Some(f) => Err(ApiError::bad_request(format!(
+                "field label not supported: {f}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    async fn read(&self, ns: &str, name: &str) -> Result<Option<(Value, i64)>, ApiError> {
+        let (kv, _) = kvutil::get(&*self.kv, self.key(ns, name).as_bytes()).await?;
+        match kv {
+            Some(kv) => Ok(Some((self.decode(&kv)?, kv.mod_revision))),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn get(&self, ns: &str, name: &str) -> Result<Value, ApiError> {
+        match self.read(ns, name).await? {
+            Some((v, _)) => Ok(v),
+            None => Err(self.not_found(name)),
+        }
+    }
+
+    pub async fn list(&self, ns: &str, opts: &ListOptions) -> Result<ListResult, ApiError> {
+        self.check_field_selector(&opts.field)?;
+        let prefix = self.prefix(ns);
+        let end = kvutil::prefix_end(prefix.as_bytes());
+        let (mut rev, mut start) = (0i64, prefix.clone());
+        if !opts.continue_token.is_empty() {
+            let (r, s) = continuation::decode(&opts.continue_token)?;
+            rev = r;
+            start = format!("{prefix}{s}");
+        } else if opts.resource_version_match == "Exact" {
+            rev = opts.resource_version.parse().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "invalid resource version {:?}",
+                    opts.resource_version
+                ))
+            })?;
+        }
+        let filtered = !opts.label.is_empty() || !opts.field.is_empty();
+        let mut items = vec![];
+        let mut next = String::new();
+        let mut remaining = None;
+        let batch = match (opts.limit > 0, filtered) {
+            (false, _) => 0,
+            (true, false) => opts.limit,
+            (true, true) => opts.limit.max(100),
+        };
+        loop {
+            let req = PbRangeRequest {
+                key: start.clone().into_bytes(),
+                range_end: end.clone(),
+                revision: rev,
+                limit: batch,
+                ..Default::default()
+            };
+            let r = self.kv.range(req).await.map_err(|e| {
+                let a = store_err(e);
+                if a.code == 410 && !opts.continue_token.is_empty() {
+                    continuation::expired()
+                } else {
+                    a
+                }
+            })?;
+            if rev == 0 {
+                rev = kvutil::header_rev(&r.header);
+            }
+            let n = r.kvs.len();
+            let mut last_key = String::new();
+            let mut stopped_at = None;
+            for (i, kv) in r.kvs.iter().enumerate() {
+                let obj = self.decode(kv)?;
+                last_key = String::from_utf8_lossy(&kv.key).into_owned();
+                if self.matches(&obj, &opts.label, &opts.field) {
+                    items.push(obj);
+                    if opts.limit > 0 && items.len() as i64 >= opts.limit {
+                        stopped_at = Some(i);
+                        break;
+                    }
+                }
+            }
+            if let Some(i) = stopped_at {
+                if i + 1 < n || r.more {
+                    let rel = last_key.strip_prefix(&prefix).unwrap_or(&last_key);
+                    next = continuation::encode(rev, &format!("{rel}\u{0}"));
+                    if !filtered {
+                        remaining = Some((r.count - n as i64).max(0));
+                    }
+                }
+                break;
+            }
+            if !r.more || n == 0 {
+                break;
+            }
+            start = format!("{last_key}\u{0}");
+        }
+        Ok(ListResult {
+            items,
+            resource_version: rev,
+            continue_token: next,
+            remaining,
+        })
+    }
+
+    /// Checks that the namespace exists and is not being terminated (upstream's lifecycle admission).
+    async fn check_namespace(&self, ns: &str, name: &str) -> Result<(), ApiError> {
+        let (kv, _) = kvutil::get(&*self.kv, format!("/registry/namespaces/{ns}").as_bytes()).await?;
+        let Some(kv) = kv else {
+            return Err(ApiError::not_found("", "namespaces", ns));
+        };
+        let nsobj: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
+        if nsobj["status"]["phase"] == "Terminating" || meta::deletion_timestamp(&nsobj).is_some()
+        {
+            return Err(ApiError::forbidden(
+                self.group(),
+                self.resource(),
+                name,
+                &format!(
+                    "unable to create new content in namespace {ns} because it is being terminated"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn set_type_meta(&self, obj: &mut Value) -> Result<(), ApiError> {
+        let info = self.strategy.info();
+        let want = info.api_version();
+        if let Some(m) = obj.as_object_mut() {
+            if let Some(av) = m.get("apiVersion").and_then(Value::as_str) {
+                if !av.is_empty() && av != want {
+                    return Err(ApiError::bad_request(format!(
+                        "the API version in the data ({av}) does not match the expected API version ({want})"
+                    )));
+                }
+            }
+            if let Some(k) = m.get("kind").and_then(Value::as_str) {
+                if !k.is_empty() && k != info.kind {
+                    return Err(ApiError::bad_request(format!(
+                        "the kind in the data ({k}) does not match the expected kind ({})",
+                        info.kind
+                    )));
+                }
+            }
+            m.insert("apiVersion".into(), json!(want));
+            m.insert("kind".into(), json!(info.kind));
+            Ok(())
+        } else {
+            Err(ApiError::bad_request(
+                "the body of the request is not a JSON object",
+            ))
+        }
+    }
+
+    fn set_namespace(&self, obj: &mut Value, ns: &str) -> Result<(), ApiError> {
+        if self.strategy.info().namespaced {
+            let have = meta::namespace(obj).to_string();
+            if have.is_empty() {
+                meta::set_meta_str(obj, "namespace", ns);
+            } else if have != ns {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+        } else {
+            meta::remove_meta(obj, "namespace");
+        }
+        Ok(())
+    }
+
+    /// Validation, the typed round trip and field validation; the warnings to return.
+    fn check(
+        &self,
+        obj: &Value,
+        old: Option<&Value>,
+        fv: FieldValidation,
+        client_fields: &Value,
+    ) -> Result<Vec<String>, ApiError> {
+        let info = self.strategy.info();
+        let name = meta::name(obj);
+        let mut errs: Vec<FieldError> = vec![];
+        if name.is_empty() {
+            errs.push(FieldError::required(
+                "metadata.name",
+                "name or generateName is required",
+            ));
+        } else if old.is_none() {
+            errs.extend(self.strategy_name_errors(name));
+        }
+        errs.extend(meta::validate_object_meta(obj));
+        errs.extend(self.strategy.validate(obj));
+        if let Some(old) = old {
+            errs.extend(self.strategy.validate_update(obj, old));
+        }
+        if !errs.is_empty() {
+            return Err(ApiError::invalid(info.group, info.kind, name, errs));
+        }
+        self.strategy.round_trip(obj).map_err(|e| {
+            ApiError::bad_request(format!(
+                "{} in version {:?} cannot be handled as a {}: {e}",
+                info.kind, info.version, info.kind
+            ))
+        })?;
+        if fv == FieldValidation::Ignore {
+            return Ok(vec![]);
+        }
+        let unknown = self.strategy.round_trip(client_fields).unwrap_or_default();
+        if unknown.is_empty() {
+            return Ok(vec![]);
+        }
+        let msgs: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field {f:?}"))
+            .collect();
+        if fv == FieldValidation::Strict {
+            return Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                msgs.join(", ")
+            )));
+        }
+        Ok(msgs)
+    }
+
+    fn strategy_name_errors(&self, name: &str) -> Vec<FieldError> {
+        match self.strategy.info().resource {
+            "namespaces" => meta::validate_dns_label("metadata.name", name),
+            "services" => meta::validate_dns_label("metadata.name", name),
+            _ => meta::validate_dns_subdomain("metadata.name", name),
+        }
+    }
+
+    pub async fn create(
+        &self,
+        ns: &str,
+        mut obj: Value,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        self.set_type_meta(&mut obj)?;
+        self.set_namespace(&mut obj, ns)?;
+        let client = obj.clone();
+        if !meta::resource_version(&obj).is_empty() {
+            return Err(ApiError::bad_request(
+                "resourceVersion should not be set on objects to be created",
+            ));
+        }
+        for f in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "selfLink",
+        ] {
+            meta::remove_meta(&mut obj, f);
+        }
+        let generate = meta::meta_str(&obj, "generateName").to_string();
+        self.strategy.prepare_for_create(&mut obj);
+        meta::set_meta_str(&mut obj, "uid", &meta::new_uid());
+        meta::set_meta_str(&mut obj, "creationTimestamp", &meta::now_rfc3339());
+        if self.strategy.has_generation() {
+            meta::metadata_mut(&mut obj).insert("generation".into(), json!(1));
+        }
+        self.strategy.default(&mut obj);
+        self.strategy.initial_status(&mut obj);
+        let use_generate = meta::name(&obj).is_empty() && !generate.is_empty();
+        if use_generate {
+            meta::set_meta_str(&mut obj, "name", &meta::generate_name(&generate));
+        }
+        let warnings = self.check(&obj, None, opts.field_validation, &client)?;
+        let ns = meta::namespace(&obj).to_string();
+        if self.strategy.info().namespaced {
+            self.check_namespace(&ns, meta::name(&obj)).await?;
+        }
+        if opts.dry_run {
+            return Ok(Written {
+                object: obj,
+                warnings,
+                created: true,
+            });
+        }
+        for _ in 0..MAX_RETRIES {
+            let key = self.key(&ns, meta::name(&obj));
+            if let Some(rev) = kvutil::create(&*self.kv, key.as_bytes(), Self::encode(&obj)).await? {
+                meta::set_resource_version(&mut obj, rev);
+                return Ok(Written {
+                    object: obj,
+                    warnings,
+                    created: true,
+                });
+            }
+            if !use_generate {
+                break;
+            }
+            meta::set_meta_str(&mut obj, "name", &meta::generate_name(&generate));
+        }
+        Err(ApiError::already_exists(
+            self.group(),
+            self.resource(),
+            meta::name(&obj),
+        ))
+    }
+
+    /// PUT of the object or of its `status` subresource.
+    pub async fn update(
+        &self,
+        ns: &str,
+        name: &str,
+        mut body: Value,
+        subresource: Option<&str>,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        self.set_type_meta(&mut body)?;
+        self.set_namespace(&mut body, ns)?;
+        let body_name = meta::name(&body).to_string();
+        if body_name.is_empty() {
+            meta::set_meta_str(&mut body, "name", name);
+        } else if body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let client_rv = meta::resource_version(&body).to_string();
+        for _ in 0..MAX_RETRIES {
+            let current = self.read(ns, name).await?;
+            let Some((old, mod_rev)) = current else {
+                if self.strategy.allow_create_on_update() && subresource.is_none() {
+                    meta::remove_meta(&mut body, "resourceVersion");
+                    return self.create(ns, body, opts).await;
+                }
+                return Err(self.not_found(name));
+            };
+            if !client_rv.is_empty() && client_rv != mod_rev.to_string() {
+                return Err(ApiError::conflict_modified(self.group(), self.resource(), name));
+            }
+            match self
+                .write_update(ns, name, body.clone(), &old, mod_rev, subresource, opts)
+                .await?
+            {
+                Some(w) => return Ok(w),
+                None if !client_rv.is_empty() => {
+                    return Err(ApiError::conflict_modified(self.group(), self.resource(), name))
+                }
+                None => continue,
+            }
+        }
+        Err(ApiError::conflict_modified(self.group(), self.resource(), name))
+    }
+
+    /// One attempt to replace `old` (at `mod_rev`) by `body`; None when another write came first.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_update(
+        &self,
+        ns: &str,
+        name: &str,
+        body: Value,
+        old: &Value,
+        mod_rev: i64,
+        subresource: Option<&str>,
+        opts: &WriteOptions,
+    ) -> Result<Option<Written>, ApiError> {
+        let client = body.clone();
+        let mut new = match subresource {
+            Some("status") => {
+                let mut n = old.clone();
+                match body.get("status") {
+                    Some(s) => n["status"] = s.clone(),
+                    None => {
+                        n.as_object_mut().map(|m| m.remove("status"));
+                    }
+                }
+                n
+            }
+            Some("finalize") if self.resource() == "namespaces" => {
+                let mut n = old.clone();
+                n["spec"]["finalizers"] = body["spec"]["finalizers"].clone();
+                if n["spec"]["finalizers"].is_null() {
+                    n["spec"]["finalizers"] = json!([]);
+                }
+                n
+            }
+            Some(other) => {
+                return Err(ApiError::path_not_found_sub(self.resource(), other));
+            }
+            None => {
+                let mut n = body;
+                self.strategy.prepare_for_update(&mut n, old);
+                n
+            }
+        };
+        for f in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ] {
+            match old.get("metadata").and_then(|m| m.get(f)) {
+                Some(v) => {
+                    meta::metadata_mut(&mut new).insert(f.into(), v.clone());
+                }
+                None => meta::remove_meta(&mut new, f),
+            }
+        }
+        meta::remove_meta(&mut new, "selfLink");
+        meta::set_resource_version(&mut new, mod_rev);
+        self.strategy.default(&mut new);
+        if self.strategy.has_generation() && spec_changed(&new, old) {
+            let g = meta::generation(old) + 1;
+            meta::metadata_mut(&mut new).insert("generation".into(), json!(g));
+        }
+        let warnings = self.check(&new, Some(old), opts.field_validation, &client)?;
+        if &new == old {
+            return Ok(Some(Written {
+                object: new,
+                warnings,
+                created: false,
+            }));
+        }
+        if opts.dry_run {
+            return Ok(Some(Written {
+                object: new,
+                warnings,
+                created: false,
+            }));
+        }
+        let key = self.key(ns, name);
+        // Removing the last finalizer of an object being deleted completes its deletion.
+        if meta::deletion_timestamp(&new).is_some() && self.strategy.finalized(&new) {
+            return match kvutil::delete(&*self.kv, key.as_bytes(), mod_rev).await? {
+                Some(rev) => {
+                    meta::set_resource_version(&mut new, rev);
+                    Ok(Some(Written {
+                        object: new,
+                        warnings,
+                        created: false,
+                    }))
+                }
+                None => Ok(None),
+            };
+        }
+        match kvutil::update(&*self.kv, key.as_bytes(), mod_rev, Self::encode(&new)).await? {
+            Some(rev) => {
+                meta::set_resource_version(&mut new, rev);
+                Ok(Some(Written {
+                    object: new,
+                    warnings,
+                    created: false,
+                }))
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub async fn patch(
+        &self,
+        ns: &str,
+        name: &str,
+        ptype: PatchType,
+        body: &Value,
+        subresource: Option<&str>,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        if ptype == PatchType::Apply {
+            return Err(ApiError {
+                code: 415,
+                reason: "UnsupportedMediaType",
+                ..ApiError::bad_request("server-side apply is not supported yet by kybern")
+            });
+        }
+        for _ in 0..MAX_RETRIES {
+            let Some((old, mod_rev)) = self.read(ns, name).await? else {
+                return Err(self.not_found(name));
+            };
+            let mut doc = if subresource == Some("scale") {
+                self.scale_of(&old)
+            } else {
+                old.clone()
+            };
+            match ptype {
+                PatchType::Json => patch::json_patch(&mut doc, body)?,
+                PatchType::Merge => patch::merge_patch(&mut doc, body)?,
+                PatchType::Strategic => patch::strategic_merge_patch(&mut doc, body)?,
+                PatchType::Apply => unreachable!(),
+            }
+            let patched_rv = meta::resource_version(&doc).to_string();
+            if !patched_rv.is_empty() && patched_rv != mod_rev.to_string() {
+                return Err(ApiError::conflict_modified(self.group(), self.resource(), name));
+            }
+            if subresource == Some("scale") {
+                doc = self.apply_scale(&old, &doc)?;
+            }
+            let sub = if subresource == Some("scale") {
+                None
+            } else {
+                subresource
+            };
+            if let Some(w) = self
+                .write_update(ns, name, doc, &old, mod_rev, sub, opts)
+                .await?
+            {
+                return Ok(w);
+            }
+        }
+        Err(ApiError::conflict_modified(self.group(), self.resource(), name))
+    }
+
+    /// The autoscaling/v1 Scale of an object with `spec.replicas`.
+    pub fn scale_of(&self, obj: &Value) -> Value {
+        let md = &obj["metadata"];
+        json!({
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {
+                "name": md["name"], "namespace": md["namespace"], "uid": md["uid"],
+                "resourceVersion": md["resourceVersion"],
+                "creationTimestamp": md["creationTimestamp"],
+            },
+            "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(0)},
+            "status": {
+                "replicas": obj["status"]["replicas"].as_i64().unwrap_or(0),
+                "selector": self.strategy.scale_selector(obj),
+            },
+        })
+    }
+
+    fn apply_scale(&self, old: &Value, scale: &Value) -> Result<Value, ApiError> {
+        let Some(r) = scale["spec"]["replicas"].as_i64() else {
+            return Err(ApiError::invalid(
+                "autoscaling",
+                "Scale",
+                meta::name(old),
+                vec![FieldError::required("spec.replicas", "")],
+            ));
+        };
+        if r < 0 {
+            return Err(ApiError::invalid(
+                "autoscaling",
+                "Scale",
+                meta::name(old),
+                vec![FieldError::invalid(
+                    "spec.replicas",
+                    &json!(r),
+                    "must be greater than or equal to 0",
+                )],
+            ));
+        }
+        let mut new = old.clone();
+        new["spec"]["replicas"] = json!(r);
+        Ok(new)
+    }
+
+    pub async fn get_scale(&self, ns: &str, name: &str) -> Result<Value, ApiError> {
+        Ok(self.scale_of(&self.get(ns, name).await?))
+    }
+
+    pub async fn update_scale(
+        &self,
+        ns: &str,
+        name: &str,
+        scale: &Value,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        let rv = meta::resource_version(scale).to_string();
+        for _ in 0..MAX_RETRIES {
+            let Some((old, mod_rev)) = self.read(ns, name).await? else {
+                return Err(self.not_found(name));
+            };
+            if !rv.is_empty() && rv != mod_rev.to_string() {
+                return Err(ApiError::conflict_modified(self.group(), self.resource(), name));
+            }
+            let new = self.apply_scale(&old, scale)?;
+            if let Some(w) = self
+                .write_update(ns, name, new, &old, mod_rev, None, opts)
+                .await?
+            {
+                return Ok(self.scale_of(&w.object));
+            }
+        }
+        Err(ApiError::conflict_modified(self.group(), self.resource(), name))
+    }
+
+    pub async fn delete(
+        &self,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<Deleted, ApiError> {
+        for _ in 0..MAX_RETRIES {
+            let Some((obj, mod_rev)) = self.read(ns, name).await? else {
+                return Err(self.not_found(name));
+            };
+            if let Some(uid) = &opts.precondition_uid {
+                if uid != meta::uid(&obj) {
+                    return Err(ApiError::conflict(
+                        self.group(),
+                        self.resource(),
+                        name,
+                        &format!(
+                            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                            meta::uid(&obj)
+                        ),
+                    ));
+                }
+            }
+            if let Some(rv) = &opts.precondition_rv {
+                if *rv != mod_rev.to_string() {
+                    return Err(ApiError::conflict(
+                        self.group(),
+                        self.resource(),
+                        name,
+                        &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {mod_rev}"),
+                    ));
+                }
+            }
+            let mode = self.strategy.delete_mode(&obj, opts.grace_period_seconds);
+            let has_finalizers = !meta::finalizers(&obj).is_empty()
+                || self.strategy.info().resource == "namespaces";
+            if has_finalizers || matches!(mode, DeleteMode::Graceful(_)) {
+                if meta::deletion_timestamp(&obj).is_some() && !matches!(mode, DeleteMode::Now) {
+                    return Ok(Deleted::Pending(obj));
+                }
+                if has_finalizers || matches!(mode, DeleteMode::Graceful(g) if g > 0) {
+                    let mut marked = obj.clone();
+                    let grace = match mode {
+                        DeleteMode::Graceful(g) => g,
+                        DeleteMode::Now => 0,
+                    };
+                    let when = jiff::Timestamp::now()
+                        .checked_add(jiff::SignedDuration::from_secs(grace))
+                        .unwrap_or_else(|_| jiff::Timestamp::now());
+                    if meta::deletion_timestamp(&obj).is_none() {
+                        meta::set_meta_str(&mut marked, "deletionTimestamp", &meta::format_time(when));
+                        meta::metadata_mut(&mut marked)
+                            .insert("deletionGracePeriodSeconds".into(), json!(grace));
+                    }
+                    if self.strategy.info().resource == "namespaces" {
+                        marked["status"]["phase"] = json!("Terminating");
+                    }
+                    if opts.dry_run || marked == obj {
+                        return Ok(Deleted::Pending(marked));
+                    }
+                    let key = self.key(ns, name);
+                    if let Some(rev) = kvutil::update(&*self.kv, key.as_bytes(), mod_rev, Self::encode(&marked)).await? {
+                        meta::set_resource_version(&mut marked, rev);
+                        return Ok(Deleted::Pending(marked));
+                    }
+                    continue;
+                }
+            }
+            if opts.dry_run {
+                return Ok(Deleted::Gone(obj));
+            }
+            let key = self.key(ns, name);
+            if kvutil::delete(&*self.kv, key.as_bytes(), mod_rev).await?.is_some() {
+                return Ok(Deleted::Gone(obj));
+            }
+        }
+        Err(ApiError::conflict_modified(self.group(), self.resource(), name))
+    }
+
+    /// Deletes every object a list with these options returns; the deleted objects.
+    pub async fn delete_collection(
+        &self,
+        ns: &str,
+        list: &ListOptions,
+        opts: &DeleteOptions,
+    ) -> Result<ListResult, ApiError> {
+        let mut res = self.list(ns, list).await?;
+        let mut deleted = vec![];
+        for item in &res.items {
+            match self.delete(meta::namespace(item), meta::name(item), opts).await {
+                Ok(Deleted::Gone(v)) | Ok(Deleted::Pending(v)) => deleted.push(v),
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        res.items = deleted;
+        Ok(res)
+    }
+}
+
+/// Whether anything but metadata and status differs (what bumps `metadata.generation`).
+fn spec_changed(new: &Value, old: &Value) -> bool {
+    let strip = |v: &Value| -> Value {
+        let mut v = v.clone();
+        if let Some(m) = v.as_object_mut() {
+            m.remove("metadata");
+            m.remove("status");
+        }
+        v
+    };
+    strip(new) != strip(old)
+}
+
+trait SubNotFound {
+    fn path_not_found_sub(resource: &str, sub: &str) -> ApiError;
+}
+
+impl SubNotFound for ApiError {
+    fn path_not_found_sub(resource: &str, sub: &str) -> ApiError {
+        ApiError::not_found("", &format!("{resource}/{sub}"), "")
+    }
+}
