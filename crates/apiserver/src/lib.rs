@@ -1,1 +1,274 @@
-//! kybern API server.
+//! kybern's Kubernetes API server: HTTP (axum) over the registry. Discovery, OpenAPI, health,
+//! version and metrics endpoints, then every resource through one generic handler.
+//!
+//! Serving is plain HTTP for now (TLS and authentication come with the PKI work): bind it to
+//! loopback.
+
+pub mod discovery;
+pub mod metrics;
+pub mod negotiate;
+pub mod openapi;
+pub mod params;
+pub mod proto;
+pub mod resources;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use apimachinery::ApiError;
+use axum::body::{Body, Bytes};
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::Response;
+use registry::Registry;
+use serde_json::json;
+use store::Kv;
+
+use crate::negotiate::{error_response, json_response};
+use crate::params::Query;
+
+/// The Kubernetes version this server speaks.
+pub const GIT_VERSION: &str = "v1.33.0-kybern";
+pub const BUILD_HASH: &str = "kybern-0-1-0";
+
+/// `kybern apiserver` flags, named as kube-apiserver's.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ApiserverArgs {
+    /// etcd v3 endpoints to store in (comma separated), instead of an embedded store.
+    #[arg(long, value_delimiter = ',')]
+    pub etcd_servers: Vec<String>,
+    /// CA bundle to verify the etcd servers with.
+    #[arg(long)]
+    pub etcd_cafile: Option<PathBuf>,
+    /// Client certificate for the etcd servers.
+    #[arg(long)]
+    pub etcd_certfile: Option<PathBuf>,
+    /// Client key for the etcd servers.
+    #[arg(long)]
+    pub etcd_keyfile: Option<PathBuf>,
+    /// Run an embedded single-member store in this directory (when --etcd-servers is not given).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on. The API is served over PLAIN HTTP without authentication until
+    /// serving certificates exist, so the default is loopback only.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind_address: IpAddr,
+    /// Port to serve the API on (plain HTTP for now, see --bind-address).
+    #[arg(long, default_value_t = 6443)]
+    pub secure_port: u16,
+    /// CIDR to allocate Service cluster IPs from.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    pub service_cluster_ip_range: String,
+    /// Port range to allocate NodePorts from.
+    #[arg(long, default_value = "30000-32767")]
+    pub service_node_port_range: String,
+}
+
+/// What every request handler shares.
+pub struct State {
+    pub registry: Arc<Registry>,
+    pub metrics: metrics::Metrics,
+    pub address: String,
+}
+
+/// Runs `kybern apiserver` until the process is stopped.
+pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
+    let kv = connect_store(&args).await?;
+    let addr = SocketAddr::new(args.bind_address, args.secure_port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(%addr, "kybern apiserver serving plain HTTP (no TLS, no authentication yet)");
+    serve(kv, listener).await
+}
+
+async fn connect_store(args: &ApiserverArgs) -> anyhow::Result<Arc<dyn Kv>> {
+    if !args.etcd_servers.is_empty() {
+        anyhow::bail!(
+            "--etcd-servers: the remote etcd client (store::remote::RemoteKv) is not in this build yet; use --data-dir for an embedded store"
+        );
+    }
+    let Some(dir) = &args.data_dir else {
+        anyhow::bail!("give --etcd-servers or --data-dir");
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let m = store::Member::start(dir, store::Settings::default())
+        .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+    Ok(m)
+}
+
+/// Serves the API on `listener` over `kv` (tests call this with an embedded store).
+pub async fn serve(kv: Arc<dyn Kv>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    let registry = Registry::new(kv);
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        registry
+            .ensure_namespace(ns)
+            .await
+            .map_err(|e| anyhow::anyhow!("creating namespace {ns}: {e}"))?;
+    }
+    resume_namespace_cleanup(&registry).await;
+    let address = listener.local_addr()?.to_string();
+    let state = Arc::new(State {
+        registry,
+        metrics: metrics::Metrics::new(),
+        address,
+    });
+    let app = router(state);
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+async fn resume_namespace_cleanup(reg: &Arc<Registry>) {
+    let Some(nss) = reg.lookup("", "v1", "namespaces") else {
+        return;
+    };
+    if let Ok(l) = nss.list("", &Default::default()).await {
+        for ns in l.items {
+            if apimachinery::meta::deletion_timestamp(&ns).is_some() {
+                let reg = reg.clone();
+                let name = apimachinery::meta::name(&ns).to_string();
+                tokio::spawn(async move {
+                    let _ = reg.finalize_namespace(&name).await;
+                });
+            }
+        }
+    }
+}
+
+pub fn router(state: Arc<State>) -> axum::Router {
+    axum::Router::new()
+        .fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let state = state.clone();
+            async move { dispatch(state, method, uri, headers, body).await }
+        })
+        .layer(DefaultBodyLimit::max(negotiate::MAX_BODY + 1))
+}
+
+fn text(code: u16, s: &str) -> Response {
+    let mut r = Response::new(Body::from(s.to_string()));
+    *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+async fn health(state: &State, uri: &Uri, what: &str) -> Response {
+    let q = Query::parse(uri.query());
+    let etcd_ok = state
+        .registry
+        .kv
+        .range(etcd_api::PbRangeRequest {
+            key: b"/registry/health".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .is_ok();
+    let checks = [("ping", true), ("etcd", etcd_ok)];
+    let ok = checks.iter().all(|(_, c)| *c);
+    let code = if ok { 200 } else { 500 };
+    if q.has("verbose") {
+        let mut s = String::new();
+        for (n, c) in checks {
+            s.push_str(&format!("[{}]{n} {}\n", if c { "+" } else { "-" }, if c { "ok" } else { "failed" }));
+        }
+        s.push_str(&format!("{what} check {}\n", if ok { "passed" } else { "failed" }));
+        return text(code, &s);
+    }
+    text(code, if ok { "ok" } else { "not ok" })
+}
+
+fn aggregated(v: &serde_json::Value) -> Response {
+    let mut r = json_response(200, v);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(discovery::AGGREGATED_CT),
+    );
+    r
+}
+
+async fn dispatch(
+    state: Arc<State>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().trim_end_matches('/').to_string();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let reg = &state.registry;
+    let started = std::time::Instant::now();
+    let resp = match (method.clone(), segs.as_slice()) {
+        (Method::GET, ["version"]) => json_response(200, &json!({
+            "major": "1", "minor": "33", "gitVersion": GIT_VERSION, "gitCommit": BUILD_HASH,
+            "gitTreeState": "clean", "buildDate": "2025-01-01T00:00:00Z", "goVersion": "rust",
+            "compiler": "rustc", "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
+        })),
+        (Method::GET, ["healthz"]) => health(&state, &uri, "healthz").await,
+        (Method::GET, ["livez"]) => health(&state, &uri, "livez").await,
+        (Method::GET, ["readyz"]) => health(&state, &uri, "readyz").await,
+        (Method::GET, ["healthz" | "livez" | "readyz", _]) => text(200, "ok"),
+        (Method::GET, ["metrics"]) => state.metrics.render(),
+        (Method::GET, ["openapi", "v3"]) => json_response(200, &openapi::index(reg)),
+        (Method::GET, ["openapi", "v3", "api", v]) => match openapi::group_version(reg, "", v) {
+            Some(d) => json_response(200, &d),
+            None => error_response(&ApiError::path_not_found()),
+        },
+        (Method::GET, ["openapi", "v3", "apis", g, v]) => match openapi::group_version(reg, g, v) {
+            Some(d) => json_response(200, &d),
+            None => error_response(&ApiError::path_not_found()),
+        },
+        (Method::GET, ["api"]) if negotiate::wants_aggregated(&headers) => {
+            aggregated(&discovery::aggregated(reg, true))
+        }
+        (Method::GET, ["api"]) => json_response(200, &discovery::api_versions(&state.address)),
+        (Method::GET, ["apis"]) if negotiate::wants_aggregated(&headers) => {
+            aggregated(&discovery::aggregated(reg, false))
+        }
+        (Method::GET, ["apis"]) => json_response(200, &discovery::group_list(reg)),
+        (Method::GET, ["api", v]) => match discovery::resource_list(reg, "", v) {
+            Some(d) => json_response(200, &d),
+            None => error_response(&ApiError::path_not_found()),
+        },
+        (Method::GET, ["apis", g]) => match discovery::group(reg, g) {
+            Some(d) => json_response(200, &d),
+            None => error_response(&ApiError::path_not_found()),
+        },
+        (Method::GET, ["apis", g, v]) => match discovery::resource_list(reg, g, v) {
+            Some(d) => json_response(200, &d),
+            None => error_response(&ApiError::path_not_found()),
+        },
+        (m, ["api", v, rest @ ..]) => {
+            resource(&state, m, "", v, rest, &uri, headers, body).await
+        }
+        (m, ["apis", g, v, rest @ ..]) => {
+            resource(&state, m, g, v, rest, &uri, headers, body).await
+        }
+        _ => error_response(&ApiError::path_not_found()),
+    };
+    state
+        .metrics
+        .observe(method.as_str(), &segs, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn resource(
+    state: &Arc<State>,
+    method: Method,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+    uri: &Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let q = Query::parse(uri.query());
+    match resources::handle(state.clone(), method, group, version, rest, q, headers, body).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    }
+}

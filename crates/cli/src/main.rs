@@ -29,6 +29,8 @@ enum Cmd {
         #[command(flatten)]
         args: store::StoreArgs,
     },
+    /// Run the Kubernetes API server (plain HTTP on loopback until TLS arrives).
+    Apiserver(apiserver::ApiserverArgs),
     //B
 }
 
@@ -90,7 +92,8 @@ fn main() -> ExitCode {
                             },
                     }),
                 ..
-            } => mvcc_restore(&file, &data_dir, &name), //B
+            } => mvcc_restore(&file, &data_dir, &name),
+            Cmd::Apiserver(args) => apiserver::run(args).await.map_err(failure), //B
         }
     });
     match res {

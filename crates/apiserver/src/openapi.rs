@@ -1,0 +1,85 @@
+//! OpenAPI v3, as much as kubectl needs today: the index of group versions and, per group version,
+//! each resource's paths with `x-kubernetes-group-version-kind` and the `fieldValidation` and
+//! `dryRun` parameters, so kubectl leaves field validation to the server. Schemas are not yet
+//! published (so `kubectl explain` does not work yet). `/openapi/v2` answers 404, which kubectl
+//! tolerates (it then computes patches from its built-in types).
+
+use registry::Registry;
+use serde_json::{json, Map, Value};
+
+fn gv_path(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
+}
+
+pub fn index(reg: &Registry) -> Value {
+    let mut paths = Map::new();
+    for (g, v) in reg.group_versions() {
+        let p = gv_path(g, v);
+        paths.insert(
+            p.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", crate::BUILD_HASH)}),
+        );
+    }
+    json!({"paths": paths})
+}
+
+fn params() -> Value {
+    json!([
+        {"name": "dryRun", "in": "query", "description": "When present, indicates that modifications should not be persisted.", "schema": {"type": "string", "uniqueItems": true}},
+        {"name": "fieldManager", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+        {"name": "fieldValidation", "in": "query", "description": "fieldValidation instructs the server on how to handle objects in the request containing unknown or duplicate fields.", "schema": {"type": "string", "uniqueItems": true}},
+    ])
+}
+
+fn op(action: &str, gvk: &Value, with_params: bool) -> Value {
+    let mut o = json!({
+        "x-kubernetes-action": action,
+        "x-kubernetes-group-version-kind": gvk,
+        "responses": {"200": {"description": "OK"}, "401": {"description": "Unauthorized"}},
+    });
+    if with_params {
+        o["parameters"] = params();
+    }
+    o
+}
+
+/// The OpenAPI v3 document of one group version; None when it is not served.
+pub fn group_version(reg: &Registry, group: &str, version: &str) -> Option<Value> {
+    let mut paths = Map::new();
+    for s in reg.stores() {
+        let i = s.strategy.info();
+        if i.group != group || i.version != version {
+            continue;
+        }
+        let gvk = json!({"group": i.group, "version": i.version, "kind": i.kind});
+        let base = format!("/{}", gv_path(group, version));
+        let coll = if i.namespaced {
+            format!("{base}/namespaces/{{namespace}}/{}", i.resource)
+        } else {
+            format!("{base}/{}", i.resource)
+        };
+        paths.insert(
+            coll.clone(),
+            json!({"get": op("list", &gvk, false), "post": op("post", &gvk, true),
+                "delete": op("deletecollection", &gvk, false)}),
+        );
+        paths.insert(
+            format!("{coll}/{{name}}"),
+            json!({"get": op("get", &gvk, false), "put": op("put", &gvk, true),
+                "patch": op("patch", &gvk, true), "delete": op("delete", &gvk, false)}),
+        );
+    }
+    if paths.is_empty() {
+        return None;
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": crate::GIT_VERSION},
+        "paths": paths,
+        "components": {"schemas": {}},
+    }))
+}
