@@ -1,0 +1,193 @@
+//! Real kubectl against the API server on an embedded store: what the user sees.
+
+mod common;
+
+use common::{rows, wait_line, Cluster};
+
+const CONFIGMAP: &str = "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: app-config
+  namespace: demo
+  labels:
+    app: web
+data:
+  color: blue
+";
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: demo
+  labels:
+    app: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      app: web
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.27
+        ports:
+        - containerPort: 80
+";
+
+#[test]
+fn namespaces_configmaps_labels_patches_and_errors() {
+    let Some(c) = Cluster::start() else { return };
+    assert_eq!(c.ok(&["create", "namespace", "demo"]), "namespace/demo created\n");
+    let e = c.fails(&["create", "namespace", "demo"]);
+    assert!(
+        e.contains("Error from server (AlreadyExists): namespaces \"demo\" already exists"),
+        "{e}"
+    );
+    let ns = rows(&c.ok(&["get", "ns"]));
+    assert_eq!(ns[0], ["NAME", "STATUS", "AGE"]);
+    assert!(ns.iter().any(|r| r[0] == "demo" && r[1] == "Active"), "{ns:?}");
+
+    let f = c.file("cm.yaml", CONFIGMAP);
+    assert_eq!(c.ok(&["apply", "-f", &f]), "configmap/app-config created\n");
+    assert_eq!(c.ok(&["apply", "-f", &f]), "configmap/app-config unchanged\n");
+    let y = c.ok(&["get", "cm", "app-config", "-n", "demo", "-o", "yaml"]);
+    assert!(y.contains("  color: blue\n"), "{y}");
+    assert!(y.contains("kind: ConfigMap\n"), "{y}");
+    assert!(y.contains("resourceVersion: "), "{y}");
+    assert!(y.contains("uid: "), "{y}");
+    assert!(y.contains("creationTimestamp: "), "{y}");
+
+    let e = c.fails(&["get", "cm", "x", "-n", "demo"]);
+    assert_eq!(e.trim(), "Error from server (NotFound): configmaps \"x\" not found");
+
+    assert_eq!(
+        c.ok(&["label", "cm", "app-config", "-n", "demo", "tier=front"]),
+        "configmap/app-config labeled\n"
+    );
+    c.ok(&["create", "cm", "other", "-n", "demo", "--from-literal=a=b"]);
+    let sel = rows(&c.ok(&["get", "cm", "-n", "demo", "--selector", "tier=front"]));
+    assert_eq!(sel[0], ["NAME", "DATA", "AGE"]);
+    assert_eq!(sel.len(), 2, "{sel:?}");
+    assert_eq!(sel[1][0..2], ["app-config", "1"]);
+    let sel = rows(&c.ok(&["get", "cm", "-n", "demo", "-l", "tier!=front,!missing"]));
+    assert_eq!(sel.len(), 2, "{sel:?}");
+    assert_eq!(sel[1][0], "other");
+    let fs = c.ok(&["get", "cm", "-n", "demo", "--field-selector", "metadata.name=other", "-o", "name"]);
+    assert_eq!(fs, "configmap/other\n");
+
+    c.ok(&["patch", "cm", "app-config", "-n", "demo", "--type", "merge", "-p", r#"{"data":{"size":"L"}}"#]);
+    c.ok(&["patch", "cm", "app-config", "-n", "demo", "--type", "json", "-p", r#"[{"op":"remove","path":"/data/color"}]"#]);
+    let data = c.ok(&["get", "cm", "app-config", "-n", "demo", "-o", "jsonpath={.data}"]);
+    assert_eq!(data, r#"{"size":"L"}"#);
+
+    // A stale resourceVersion is refused with upstream's conflict text.
+    let stale = c.ok(&["get", "cm", "app-config", "-n", "demo", "-o", "yaml"]);
+    c.ok(&["label", "cm", "app-config", "-n", "demo", "again=yes"]);
+    let f = c.file("stale.yaml", &stale);
+    let e = c.fails(&["replace", "-f", &f]);
+    assert!(e.contains("Operation cannot be fulfilled on configmaps \"app-config\": the object has been modified; please apply your changes to the latest version and try again"), "{e}");
+
+    let e = c.fails(&["create", "cm", "Bad_Name", "-n", "demo"]);
+    assert!(e.contains("ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"), "{e}");
+    let e = c.fails(&["create", "cm", "x", "-n", "nowhere"]);
+    assert!(e.contains("namespaces \"nowhere\" not found"), "{e}");
+
+    c.ok(&["create", "cm", "dry", "-n", "demo", "--from-literal=a=b", "--dry-run=server"]);
+    c.fails(&["get", "cm", "dry", "-n", "demo"]);
+
+    c.ok(&["create", "secret", "generic", "s", "-n", "demo", "--from-literal=p=q"]);
+    assert_eq!(c.ok(&["get", "secret", "s", "-n", "demo", "-o", "jsonpath={.data.p}"]), "cQ==");
+
+    assert_eq!(c.ok(&["delete", "cm", "app-config", "-n", "demo"]), "configmap \"app-config\" deleted\n");
+    c.fails(&["get", "cm", "app-config", "-n", "demo"]);
+    assert_eq!(c.ok(&["delete", "namespace", "demo"]), "namespace \"demo\" deleted\n");
+    let e = c.fails(&["get", "ns", "demo"]);
+    assert!(e.contains("namespaces \"demo\" not found"), "{e}");
+}
+
+#[test]
+fn deployments_apply_patch_scale() {
+    let Some(c) = Cluster::start() else { return };
+    c.ok(&["create", "namespace", "demo"]);
+    let f = c.file("deploy.yaml", DEPLOYMENT);
+    assert_eq!(c.ok(&["apply", "-f", &f]), "deployment.apps/web created\n");
+    let d = rows(&c.ok(&["get", "deploy", "-n", "demo"]));
+    assert_eq!(d[0], ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
+    assert_eq!(d[1][0..4], ["web", "0/2", "0", "0"]);
+    let w = rows(&c.ok(&["get", "deployments.apps", "-n", "demo", "-o", "wide"]));
+    assert_eq!(w[0][5..], ["CONTAINERS", "IMAGES", "SELECTOR"]);
+    assert_eq!(w[1][5..], ["nginx", "nginx:1.27", "app=web"]);
+
+    // apply after an edit: a 3-way merge patch from kubectl
+    let edited = DEPLOYMENT.replace("replicas: 2", "replicas: 3");
+    let f2 = c.file("deploy2.yaml", &edited);
+    assert_eq!(c.ok(&["apply", "-f", &f2]), "deployment.apps/web configured\n");
+    c.ok(&[
+        "patch", "deploy", "web", "-n", "demo", "--type", "strategic", "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"nginx","image":"nginx:1.28"}]}}}}"#,
+    ]);
+    let got = c.ok(&[
+        "get", "deploy", "web", "-n", "demo", "-o",
+        "jsonpath={.spec.replicas} {.spec.template.spec.containers[*].image} {.spec.template.spec.containers[0].ports[0].containerPort} {.metadata.generation}",
+    ]);
+    assert_eq!(got, "3 nginx:1.28 80 3");
+    assert_eq!(
+        c.ok(&["scale", "deploy", "web", "-n", "demo", "--replicas", "5"]),
+        "deployment.apps/web scaled\n"
+    );
+    assert_eq!(c.ok(&["get", "deploy", "web", "-n", "demo", "-o", "jsonpath={.spec.replicas}"]), "5");
+
+    let o = c.run(&["get", "pods", "-A"]);
+    assert!(o.ok);
+    assert_eq!(o.stderr.trim(), "No resources found");
+    let e = c.fails(&["get", "deploy", "nope", "-n", "demo"]);
+    assert_eq!(e.trim(), "Error from server (NotFound): deployments.apps \"nope\" not found");
+    assert_eq!(c.ok(&["delete", "-f", &f]), "deployment.apps \"web\" deleted\n");
+}
+
+#[test]
+fn watch_sees_an_update() {
+    let Some(c) = Cluster::start() else { return };
+    c.ok(&["create", "cm", "w", "--from-literal=a=1"]);
+    let (mut child, rx) = c.stream(&["get", "cm", "w", "--watch"]);
+    let first = wait_line(&rx, &["w", "1"]);
+    assert!(first.starts_with("w "), "{first}");
+    c.ok(&["patch", "cm", "w", "--type", "merge", "-p", r#"{"data":{"b":"2"}}"#]);
+    let next = wait_line(&rx, &["w", "2"]);
+    assert_eq!(rows(&next)[0][0..2], ["w", "2"]);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn discovery_version_and_health() {
+    let Some(c) = Cluster::start() else { return };
+    let ar = rows(&c.ok(&["api-resources"]));
+    assert_eq!(ar[0], ["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"]);
+    for want in [
+        ["pods", "po", "v1", "true", "Pod"],
+        ["configmaps", "cm", "v1", "true", "ConfigMap"],
+        ["namespaces", "ns", "v1", "false", "Namespace"],
+        ["deployments", "deploy", "apps/v1", "true", "Deployment"],
+        ["replicasets", "rs", "apps/v1", "true", "ReplicaSet"],
+        ["services", "svc", "v1", "true", "Service"],
+    ] {
+        assert!(ar.iter().any(|r| r == &want), "{want:?} missing from {ar:?}");
+    }
+    let leases = ar.iter().find(|r| r[0] == "leases").expect("leases");
+    assert_eq!(leases[1..], ["coordination.k8s.io/v1", "true", "Lease"]);
+    let v = c.ok(&["api-versions"]);
+    assert_eq!(v, "apps/v1\ncoordination.k8s.io/v1\nv1\n");
+    let ver = c.ok(&["version"]);
+    assert!(ver.contains("Server Version: v1.33"), "{ver}");
+    assert_eq!(c.ok(&["get", "--raw", "/readyz?verbose"]), "[+]ping ok\n[+]etcd ok\nreadyz check passed\n");
+    let m = c.ok(&["get", "--raw", "/metrics"]);
+    assert!(m.contains("apiserver_request_total"), "{m}");
+    let ns = rows(&c.ok(&["get", "ns", "-o", "name"]));
+    assert_eq!(ns.len(), 4, "{ns:?}");
+}
