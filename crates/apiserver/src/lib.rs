@@ -212,6 +212,14 @@ async fn dispatch(
         (Method::GET, ["readyz"]) => health(&state, &uri, "readyz").await,
         (Method::GET, ["healthz" | "livez" | "readyz", _]) => text(200, "ok"),
         (Method::GET, ["metrics"]) => state.metrics.render(),
+        (Method::GET, ["openapi", "v2"]) => {
+            let mut r = Response::new(Body::from(openapi::v2_protobuf()));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            r
+        }
         (Method::GET, ["openapi", "v3"]) => json_response(200, &openapi::index(reg)),
         (Method::GET, ["openapi", "v3", "api", v]) => match openapi::group_version(reg, "", v) {
             Some(d) => json_response(200, &d),

@@ -2,7 +2,9 @@
 //! each resource's paths with `x-kubernetes-group-version-kind` and the `fieldValidation` and
 //! `dryRun` parameters, so kubectl leaves field validation to the server. Schemas are not yet
 //! published (so `kubectl explain` does not work yet). `/openapi/v2` answers 404, which kubectl
-//! tolerates (it then computes patches from its built-in types).
+//! `/openapi/v2` is an empty document (gnostic protobuf, as client-go asks for it): kubectl up to
+//! 1.28 insists on fetching it, finds no schema for a kind, skips client-side validation and
+//! computes patches from its built-in types.
 
 use registry::Registry;
 use serde_json::{json, Map, Value};
@@ -82,4 +84,18 @@ pub fn group_version(reg: &Registry, group: &str, version: &str) -> Option<Value
         "paths": paths,
         "components": {"schemas": {}},
     }))
+}
+
+/// An OpenAPI v2 document with only `swagger` and `info`, encoded as gnostic's `openapi_v2.Document`.
+pub fn v2_protobuf() -> Vec<u8> {
+    fn field(n: u8, b: &[u8]) -> Vec<u8> {
+        let mut out = vec![(n << 3) | 2, b.len() as u8];
+        out.extend_from_slice(b);
+        out
+    }
+    let mut info = field(1, b"Kubernetes");
+    info.extend(field(2, crate::GIT_VERSION.as_bytes()));
+    let mut doc = field(1, b"2.0");
+    doc.extend(field(2, &info));
+    doc
 }

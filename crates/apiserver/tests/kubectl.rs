@@ -41,7 +41,12 @@ spec:
 
 #[test]
 fn namespaces_configmaps_labels_patches_and_errors() {
-    let Some(c) = Cluster::start() else { return };
+    if let Some(c) = Cluster::start() {
+        namespaces_configmaps_labels_patches_and_errors_with(&c);
+    }
+}
+
+fn namespaces_configmaps_labels_patches_and_errors_with(c: &Cluster) {
     assert_eq!(c.ok(&["create", "namespace", "demo"]), "namespace/demo created\n");
     let e = c.fails(&["create", "namespace", "demo"]);
     assert!(
@@ -112,7 +117,12 @@ fn namespaces_configmaps_labels_patches_and_errors() {
 
 #[test]
 fn deployments_apply_patch_scale() {
-    let Some(c) = Cluster::start() else { return };
+    if let Some(c) = Cluster::start() {
+        deployments_apply_patch_scale_with(&c);
+    }
+}
+
+fn deployments_apply_patch_scale_with(c: &Cluster) {
     c.ok(&["create", "namespace", "demo"]);
     let f = c.file("deploy.yaml", DEPLOYMENT);
     assert_eq!(c.ok(&["apply", "-f", &f]), "deployment.apps/web created\n");
@@ -152,7 +162,12 @@ fn deployments_apply_patch_scale() {
 
 #[test]
 fn watch_sees_an_update() {
-    let Some(c) = Cluster::start() else { return };
+    if let Some(c) = Cluster::start() {
+        watch_sees_an_update_with(&c);
+    }
+}
+
+fn watch_sees_an_update_with(c: &Cluster) {
     c.ok(&["create", "cm", "w", "--from-literal=a=1"]);
     let (mut child, rx) = c.stream(&["get", "cm", "w", "--watch"]);
     let first = wait_line(&rx, &["w", "1"]);
@@ -166,7 +181,12 @@ fn watch_sees_an_update() {
 
 #[test]
 fn discovery_version_and_health() {
-    let Some(c) = Cluster::start() else { return };
+    if let Some(c) = Cluster::start() {
+        discovery_version_and_health_with(&c);
+    }
+}
+
+fn discovery_version_and_health_with(c: &Cluster) {
     let ar = rows(&c.ok(&["api-resources"]));
     assert_eq!(ar[0], ["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"]);
     for want in [
@@ -184,10 +204,30 @@ fn discovery_version_and_health() {
     let v = c.ok(&["api-versions"]);
     assert_eq!(v, "apps/v1\ncoordination.k8s.io/v1\nv1\n");
     let ver = c.ok(&["version"]);
-    assert!(ver.contains("Server Version: v1.33"), "{ver}");
+    assert!(ver.contains("v1.33.0-kybern"), "{ver}");
     assert_eq!(c.ok(&["get", "--raw", "/readyz?verbose"]), "[+]ping ok\n[+]etcd ok\nreadyz check passed\n");
     let m = c.ok(&["get", "--raw", "/metrics"]);
     assert!(m.contains("apiserver_request_total"), "{m}");
     let ns = rows(&c.ok(&["get", "ns", "-o", "name"]));
     assert_eq!(ns.len(), 4, "{ns:?}");
+}
+
+/// The same scenarios with every other kubectl on the machine (1.27 to 1.32).
+#[test]
+fn every_installed_kubectl_version() {
+    for minor in 27..=32 {
+        let path = format!("/usr/lib/google-cloud-sdk/bin/kubectl.1.{minor}");
+        if !std::path::Path::new(&path).exists() {
+            continue;
+        }
+        for scenario in [
+            namespaces_configmaps_labels_patches_and_errors_with as fn(&Cluster),
+            deployments_apply_patch_scale_with,
+            watch_sees_an_update_with,
+            discovery_version_and_health_with,
+        ] {
+            let c = Cluster::start_with(path.clone().into()).expect("server");
+            scenario(&c);
+        }
+    }
 }

@@ -48,6 +48,11 @@ impl Cluster {
             eprintln!("no kubectl found: skipping");
             return None;
         };
+        Self::start_with(kubectl)
+    }
+
+    /// Starts a server to be driven by this kubectl binary.
+    pub fn start_with(kubectl: PathBuf) -> Option<Cluster> {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let (tx, rx) = mpsc::channel();
