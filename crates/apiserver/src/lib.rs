@@ -22,7 +22,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
-use registry::Registry;
+use registry::{Registry, RegistryOptions};
 use serde_json::json;
 use store::Kv;
 
@@ -75,13 +75,35 @@ pub struct State {
 
 /// Runs `kybern apiserver` until the process is stopped.
 pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
+    let opts = registry_options(&args)?;
     let kv = connect_store(&args).await?;
     let addr = SocketAddr::new(args.bind_address, args.secure_port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(%addr, "kybern apiserver serving plain HTTP (no TLS, no authentication yet)");
-    serve(kv, listener).await
+    serve_with(kv, listener, opts).await
+}
+
+fn registry_options(args: &ApiserverArgs) -> anyhow::Result<RegistryOptions> {
+    let (lo, hi) = args
+        .service_node_port_range
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)))
+        .filter(|(a, b)| a < b)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--service-node-port-range {:?}: want LOW-HIGH, e.g. 30000-32767",
+                args.service_node_port_range
+            )
+        })?;
+    let opts = RegistryOptions {
+        service_cluster_ip_range: args.service_cluster_ip_range.clone(),
+        service_node_port_range: (lo, hi),
+    };
+    Registry::kubernetes_service_ip(&opts)
+        .map_err(|e| anyhow::anyhow!("--service-cluster-ip-range: {e}"))?;
+    Ok(opts)
 }
 
 async fn connect_store(args: &ApiserverArgs) -> anyhow::Result<Arc<dyn Kv>> {
@@ -99,15 +121,25 @@ async fn connect_store(args: &ApiserverArgs) -> anyhow::Result<Arc<dyn Kv>> {
     Ok(m)
 }
 
-/// Serves the API on `listener` over `kv` (tests call this with an embedded store).
+/// Serves the API on `listener` over `kv` with default settings (tests use an embedded store).
 pub async fn serve(kv: Arc<dyn Kv>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
-    let registry = Registry::new(kv);
+    serve_with(kv, listener, RegistryOptions::default()).await
+}
+
+pub async fn serve_with(
+    kv: Arc<dyn Kv>,
+    listener: tokio::net::TcpListener,
+    opts: RegistryOptions,
+) -> anyhow::Result<()> {
+    let registry = Registry::with_options(kv, &opts).map_err(|e| anyhow::anyhow!(e))?;
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         registry
             .ensure_namespace(ns)
             .await
             .map_err(|e| anyhow::anyhow!("creating namespace {ns}: {e}"))?;
     }
+    let port = listener.local_addr()?.port();
+    ensure_kubernetes_service(&registry, &opts, port).await?;
     resume_namespace_cleanup(&registry).await;
     let address = listener.local_addr()?.to_string();
     let state = Arc::new(State {
@@ -118,6 +150,32 @@ pub async fn serve(kv: Arc<dyn Kv>, listener: tokio::net::TcpListener) -> anyhow
     let app = router(state);
     axum::serve(listener, app).await?;
     Ok(())
+}
+
+/// The `default/kubernetes` Service on the first address of the service range, as upstream's
+/// bootstrap controller keeps it.
+async fn ensure_kubernetes_service(
+    reg: &Registry,
+    opts: &RegistryOptions,
+    port: u16,
+) -> anyhow::Result<()> {
+    let ip = Registry::kubernetes_service_ip(opts).map_err(|e| anyhow::anyhow!(e))?;
+    let svc = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+            "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"type": "ClusterIP", "clusterIP": ip,
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
+    });
+    let store = reg.lookup("", "v1", "services").expect("services are served");
+    match store
+        .create("default", svc, &registry::WriteOptions::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.code == 409 || e.code == 422 => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("creating the kubernetes service: {e}")),
+    }
 }
 
 async fn resume_namespace_cleanup(reg: &Arc<Registry>) {

@@ -212,6 +212,51 @@ fn discovery_version_and_health_with(c: &Cluster) {
     assert_eq!(ns.len(), 4, "{ns:?}");
 }
 
+#[test]
+fn services_and_pods() {
+    if let Some(c) = Cluster::start() {
+        services_and_pods_with(&c);
+    }
+}
+
+fn services_and_pods_with(c: &Cluster) {
+    let svc = rows(&c.ok(&["get", "svc"]));
+    assert_eq!(svc[0], ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]);
+    assert_eq!(svc[1][0..5], ["kubernetes", "ClusterIP", "10.96.0.1", "<none>", "443/TCP"]);
+    assert_eq!(c.ok(&["create", "service", "clusterip", "my", "--tcp=80:8080"]), "service/my created\n");
+    assert_eq!(c.ok(&["create", "service", "nodeport", "np", "--tcp=80:8080"]), "service/np created\n");
+    let ip = c.ok(&["get", "svc", "my", "-o", "jsonpath={.spec.clusterIP}"]);
+    let ip2 = c.ok(&["get", "svc", "np", "-o", "jsonpath={.spec.clusterIP}"]);
+    assert!(ip.starts_with("10.") && ip != ip2 && ip != "10.96.0.1", "{ip} {ip2}");
+    let np = rows(&c.ok(&["get", "svc", "np"]));
+    let ports = &np[1][4];
+    let node_port: u16 = ports
+        .strip_prefix("80:")
+        .and_then(|p| p.strip_suffix("/TCP"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{ports}"));
+    assert!((30000..=32767).contains(&node_port));
+
+    assert_eq!(c.ok(&["run", "nginx", "--image=nginx:1.27", "--labels=app=x"]), "pod/nginx created\n");
+    let p = rows(&c.ok(&["get", "pods", "-o", "wide"]));
+    assert_eq!(
+        p[0],
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED", "NODE", "READINESS", "GATES"]
+    );
+    assert_eq!(p[1][0..4], ["nginx", "0/1", "Pending", "0"]);
+    let all = rows(&c.ok(&["get", "pods", "-A"]));
+    assert_eq!(all[0], ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+    assert_eq!(all[1][0..2], ["default", "nginx"]);
+    let d = c.ok(&["describe", "pod", "nginx"]);
+    assert!(d.contains("Status:           Pending"), "{d}");
+    let fs = c.ok(&["get", "pods", "--field-selector", "status.phase=Pending", "-o", "name"]);
+    assert_eq!(fs, "pod/nginx\n");
+    let e = c.fails(&["get", "pods", "--field-selector", "spec.bogus=1"]);
+    assert!(e.contains("field label not supported: spec.bogus"), "{e}");
+    assert_eq!(c.ok(&["delete", "pod", "nginx"]), "pod \"nginx\" deleted\n");
+    assert_eq!(c.ok(&["delete", "svc", "my", "np"]), "service \"my\" deleted\nservice \"np\" deleted\n");
+}
+
 /// The same scenarios with every other kubectl on the machine (1.27 to 1.32).
 #[test]
 fn every_installed_kubectl_version() {
@@ -225,6 +270,7 @@ fn every_installed_kubectl_version() {
             deployments_apply_patch_scale_with,
             watch_sees_an_update_with,
             discovery_version_and_health_with,
+            services_and_pods_with,
         ] {
             let c = Cluster::start_with(path.clone().into()).expect("server");
             scenario(&c);

@@ -1,6 +1,7 @@
 //! kybern's registry: one `GenericStore` per resource over the `Kv` trait, each configured by a small
 //! strategy (`resources/`). The API server routes to these stores; nothing else touches storage.
 
+pub mod allocator;
 pub mod kvutil;
 pub mod namespace_lifecycle;
 pub mod resources;
@@ -24,13 +25,55 @@ pub struct Registry {
     stores: Vec<GenericStore>,
 }
 
+/// Settings of the registry (kube-apiserver's flags of the same names).
+#[derive(Clone, Debug)]
+pub struct RegistryOptions {
+    pub service_cluster_ip_range: String,
+    pub service_node_port_range: (u16, u16),
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            service_cluster_ip_range: "10.96.0.0/12".into(),
+            service_node_port_range: (30000, 32767),
+        }
+    }
+}
+
 impl Registry {
     pub fn new(kv: Arc<dyn ::store::Kv>) -> Arc<Self> {
+        Self::with_options(kv, &RegistryOptions::default()).expect("default options are valid")
+    }
+
+    pub fn with_options(
+        kv: Arc<dyn ::store::Kv>,
+        opts: &RegistryOptions,
+    ) -> Result<Arc<Self>, String> {
+        let ips = allocator::Ipv4Range::parse(&opts.service_cluster_ip_range)?;
+        let services: Arc<dyn allocator::Hooks> = Arc::new(allocator::ServiceAllocator {
+            kv: kv.clone(),
+            ips,
+            node_ports: opts.service_node_port_range,
+        });
         let stores = resources::all()
             .into_iter()
-            .map(|s| GenericStore::new(kv.clone(), s))
+            .map(|s| {
+                let mut g = GenericStore::new(kv.clone(), s);
+                if g.strategy.info().resource == "services" {
+                    g.hooks = Some(services.clone());
+                }
+                g
+            })
             .collect();
-        Arc::new(Registry { kv, stores })
+        Ok(Arc::new(Registry { kv, stores }))
+    }
+
+    /// The first address of the service range: the `kubernetes` service's ClusterIP.
+    pub fn kubernetes_service_ip(opts: &RegistryOptions) -> Result<String, String> {
+        Ok(allocator::Ipv4Range::parse(&opts.service_cluster_ip_range)?
+            .nth(1)
+            .to_string())
     }
 
     pub fn stores(&self) -> &[GenericStore] {

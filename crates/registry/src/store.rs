@@ -85,13 +85,19 @@ pub enum Deleted {
 pub struct GenericStore {
     pub kv: Arc<dyn Kv>,
     pub strategy: Arc<dyn Strategy>,
+    /// Allocation around writes (Service IPs and ports), when the resource needs it.
+    pub hooks: Option<Arc<dyn crate::allocator::Hooks>>,
 }
 
 const MAX_RETRIES: usize = 8;
 
 impl GenericStore {
     pub fn new(kv: Arc<dyn Kv>, strategy: Arc<dyn Strategy>) -> Self {
-        GenericStore { kv, strategy }
+        GenericStore {
+            kv,
+            strategy,
+            hooks: None,
+        }
     }
 
     fn group(&self) -> &'static str {
@@ -438,9 +444,18 @@ impl GenericStore {
                 created: true,
             });
         }
+        if let Some(h) = &self.hooks {
+            h.before_create(&mut obj).await?;
+        }
         for _ in 0..MAX_RETRIES {
             let key = self.key(&ns, meta::name(&obj));
-            if let Some(rev) = kvutil::create(&*self.kv, key.as_bytes(), Self::encode(&obj)).await? {
+            let res = kvutil::create(&*self.kv, key.as_bytes(), Self::encode(&obj)).await;
+            if res.is_err() || matches!(res, Ok(None)) {
+                if let Some(h) = &self.hooks {
+                    h.undo_create(&obj).await;
+                }
+            }
+            if let Some(rev) = res? {
                 meta::set_resource_version(&mut obj, rev);
                 return Ok(Written {
                     object: obj,
@@ -588,6 +603,9 @@ impl GenericStore {
         if meta::deletion_timestamp(&new).is_some() && self.strategy.finalized(&new) {
             return match kvutil::delete(&*self.kv, key.as_bytes(), mod_rev).await? {
                 Some(rev) => {
+                    if let Some(h) = &self.hooks {
+                        h.after_delete(&new).await;
+                    }
                     meta::set_resource_version(&mut new, rev);
                     Ok(Some(Written {
                         object: new,
@@ -812,6 +830,9 @@ impl GenericStore {
             }
             let key = self.key(ns, name);
             if kvutil::delete(&*self.kv, key.as_bytes(), mod_rev).await?.is_some() {
+                if let Some(h) = &self.hooks {
+                    h.after_delete(&obj).await;
+                }
                 return Ok(Deleted::Gone(obj));
             }
         }
