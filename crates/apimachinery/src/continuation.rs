@@ -52,7 +52,10 @@ mod tests {
     #[test]
     fn round_trip() {
         let t = super::encode(42, "default/b\u{0}");
-        assert_eq!(super::decode(&t).unwrap(), (42, "default/b\u{0}".to_string()));
+        assert_eq!(
+            super::decode(&t).unwrap(),
+            (42, "default/b\u{0}".to_string())
+        );
         assert!(super::decode("garbage!").is_err());
     }
 }

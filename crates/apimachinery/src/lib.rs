@@ -1,6 +1,9 @@
 //! kybern's API machinery: what every resource shares and that does no I/O. Objects are
 //! `serde_json::Value`s here; typed k8s-openapi structs are only used at the edges.
 
+// ApiError (a Status with details) is returned on cold paths only; boxing it buys nothing.
+#![allow(clippy::result_large_err)]
+
 pub mod continuation;
 pub mod meta;
 pub mod patch;

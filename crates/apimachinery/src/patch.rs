@@ -46,8 +46,12 @@ pub fn builtin_list_strategy(path: &[String], field: &str) -> ListStrategy {
         .iter()
         .any(|p| p == "containers" || p == "initContainers" || p == "ephemeralContainers");
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes"
-        | "imagePullSecrets" | "resourceClaims" => ListStrategy::MergeKey("name"),
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "imagePullSecrets"
+        | "resourceClaims" => ListStrategy::MergeKey("name"),
         "env" if in_container => ListStrategy::MergeKey("name"),
         "volumeMounts" => ListStrategy::MergeKey("mountPath"),
         "volumeDevices" => ListStrategy::MergeKey("devicePath"),
@@ -69,12 +73,12 @@ pub fn builtin_list_strategy(path: &[String], field: &str) -> ListStrategy {
 pub fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), ApiError> {
     let ops: json_patch::Patch = serde_json::from_value(patch.clone())
         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-    json_patch::patch(doc, &ops).map_err(|e| {
-        ApiError {
-            code: 422,
-            reason: "Invalid",
-            ..ApiError::bad_request(format!("the server rejected our request due to an error in our request: {e}"))
-        }
+    json_patch::patch(doc, &ops).map_err(|e| ApiError {
+        code: 422,
+        reason: "Invalid",
+        ..ApiError::bad_request(format!(
+            "the server rejected our request due to an error in our request: {e}"
+        ))
     })
 }
 
@@ -204,16 +208,14 @@ fn merge_map(
     }
     for (field, order) in orders {
         let s = strategy(path, &field);
-        if let (Some(Value::Array(cur)), Some(order)) =
-            (doc.get_mut(&field), order.as_array())
-        {
+        if let (Some(Value::Array(cur)), Some(order)) = (doc.get_mut(&field), order.as_array()) {
             reorder(cur, order, s);
         }
     }
     Ok(Outcome::Keep)
 }
 
-fn key_of<'a>(v: &'a Value, s: ListStrategy) -> Option<&'a Value> {
+fn key_of(v: &Value, s: ListStrategy) -> Option<&Value> {
     match s {
         ListStrategy::MergeKey(k) => v.get(k),
         ListStrategy::MergePrimitives => Some(v),
@@ -228,7 +230,10 @@ fn reorder(cur: &mut Vec<Value>, order: &[Value], s: ListStrategy) {
     let mut out = Vec::with_capacity(cur.len());
     for o in order {
         let want = key_of(o, s);
-        if let Some(i) = cur.iter().position(|c| key_of(c, s) == want && want.is_some()) {
+        if let Some(i) = cur
+            .iter()
+            .position(|c| key_of(c, s) == want && want.is_some())
+        {
             out.push(cur.remove(i));
         }
     }
@@ -329,7 +334,11 @@ mod tests {
     #[test]
     fn json_and_merge() {
         let mut d = json!({"a": 1, "b": {"c": 2}});
-        json_patch(&mut d, &json!([{"op": "replace", "path": "/a", "value": 5}])).unwrap();
+        json_patch(
+            &mut d,
+            &json!([{"op": "replace", "path": "/a", "value": 5}]),
+        )
+        .unwrap();
         assert_eq!(d["a"], 5);
         merge_patch(&mut d, &json!({"b": {"c": null, "d": 1}})).unwrap();
         assert_eq!(d["b"], json!({"d": 1}));

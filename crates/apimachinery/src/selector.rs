@@ -132,7 +132,9 @@ impl LabelSelector {
                     "NotIn" => Op::NotIn(values),
                     "Exists" => Op::Exists,
                     "DoesNotExist" => Op::DoesNotExist,
-                    other => return Err(format!("{other:?} is not a valid label selector operator")),
+                    other => {
+                        return Err(format!("{other:?} is not a valid label selector operator"))
+                    }
                 };
                 reqs.push(Requirement {
                     key: key.into(),
@@ -154,8 +156,12 @@ impl LabelSelector {
                 Op::NotIn(vs) => !got.is_some_and(|g| vs.iter().any(|v| v == g)),
                 Op::Exists => got.is_some(),
                 Op::DoesNotExist => got.is_none(),
-                Op::Gt(n) => got.and_then(|g| g.parse::<i64>().ok()).is_some_and(|g| g > *n),
-                Op::Lt(n) => got.and_then(|g| g.parse::<i64>().ok()).is_some_and(|g| g < *n),
+                Op::Gt(n) => got
+                    .and_then(|g| g.parse::<i64>().ok())
+                    .is_some_and(|g| g > *n),
+                Op::Lt(n) => got
+                    .and_then(|g| g.parse::<i64>().ok())
+                    .is_some_and(|g| g < *n),
             }
         })
     }
@@ -213,11 +219,15 @@ fn parse_requirement(lx: &mut Lexer) -> Result<Requirement, String> {
                 req(key, Op::NotEq, v)
             } else if lx.eat(">") {
                 let v = lx.word();
-                let n = v.parse().map_err(|_| format!("invalid integer value {v:?}"))?;
+                let n = v
+                    .parse()
+                    .map_err(|_| format!("invalid integer value {v:?}"))?;
                 req(key, Op::Gt(n), String::new())
             } else if lx.eat("<") {
                 let v = lx.word();
-                let n = v.parse().map_err(|_| format!("invalid integer value {v:?}"))?;
+                let n = v
+                    .parse()
+                    .map_err(|_| format!("invalid integer value {v:?}"))?;
                 req(key, Op::Lt(n), String::new())
             } else {
                 let w = lx.word();
@@ -271,7 +281,9 @@ impl FieldSelector {
             } else if let Some(i) = find_unescaped(&part, "=") {
                 (&part[..i], &part[i + 1..], false)
             } else {
-                return Err(format!("invalid selector: '{part}'; can't understand '{part}'"));
+                return Err(format!(
+                    "invalid selector: '{part}'; can't understand '{part}'"
+                ));
             };
             terms.push(FieldTerm {
                 field: field.trim().to_string(),

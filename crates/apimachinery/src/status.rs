@@ -191,7 +191,10 @@ impl ApiError {
     }
 
     pub fn forbidden(group: &str, resource: &str, name: &str, why: &str) -> Self {
-        let msg = format!("{} {name:?} is forbidden: {why}", qualified(group, resource));
+        let msg = format!(
+            "{} {name:?} is forbidden: {why}",
+            qualified(group, resource)
+        );
         Self::new(403, "Forbidden", msg).with_details(group, resource, name)
     }
 
@@ -247,7 +250,11 @@ impl ApiError {
 
     pub fn internal(msg: impl Into<String>) -> Self {
         let m = msg.into();
-        let mut e = Self::new(500, "InternalError", format!("Internal error occurred: {m}"));
+        let mut e = Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {m}"),
+        );
         e.causes = vec![FieldError {
             reason: "",
             field: String::new(),

@@ -4,6 +4,9 @@
 //! Serving is plain HTTP for now (TLS and authentication come with the PKI work): bind it to
 //! loopback.
 
+// ApiError (a Status with details) is returned on cold paths only; boxing it buys nothing.
+#![allow(clippy::result_large_err)]
+
 pub mod discovery;
 pub mod metrics;
 pub mod negotiate;
@@ -167,7 +170,9 @@ async fn ensure_kubernetes_service(
         "spec": {"type": "ClusterIP", "clusterIP": ip,
             "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
     });
-    let store = reg.lookup("", "v1", "services").expect("services are served");
+    let store = reg
+        .lookup("", "v1", "services")
+        .expect("services are served");
     match store
         .create("default", svc, &registry::WriteOptions::default())
         .await
@@ -197,10 +202,12 @@ async fn resume_namespace_cleanup(reg: &Arc<Registry>) {
 
 pub fn router(state: Arc<State>) -> axum::Router {
     axum::Router::new()
-        .fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let state = state.clone();
-            async move { dispatch(state, method, uri, headers, body).await }
-        })
+        .fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let state = state.clone();
+                async move { dispatch(state, method, uri, headers, body).await }
+            },
+        )
         .layer(DefaultBodyLimit::max(negotiate::MAX_BODY + 1))
 }
 
@@ -231,9 +238,16 @@ async fn health(state: &State, uri: &Uri, what: &str) -> Response {
     if q.has("verbose") {
         let mut s = String::new();
         for (n, c) in checks {
-            s.push_str(&format!("[{}]{n} {}\n", if c { "+" } else { "-" }, if c { "ok" } else { "failed" }));
+            s.push_str(&format!(
+                "[{}]{n} {}\n",
+                if c { "+" } else { "-" },
+                if c { "ok" } else { "failed" }
+            ));
         }
-        s.push_str(&format!("{what} check {}\n", if ok { "passed" } else { "failed" }));
+        s.push_str(&format!(
+            "{what} check {}\n",
+            if ok { "passed" } else { "failed" }
+        ));
         return text(code, &s);
     }
     text(code, if ok { "ok" } else { "not ok" })
@@ -260,11 +274,14 @@ async fn dispatch(
     let reg = &state.registry;
     let started = std::time::Instant::now();
     let resp = match (method.clone(), segs.as_slice()) {
-        (Method::GET, ["version"]) => json_response(200, &json!({
-            "major": "1", "minor": "33", "gitVersion": GIT_VERSION, "gitCommit": BUILD_HASH,
-            "gitTreeState": "clean", "buildDate": "2025-01-01T00:00:00Z", "goVersion": "rust",
-            "compiler": "rustc", "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
-        })),
+        (Method::GET, ["version"]) => json_response(
+            200,
+            &json!({
+                "major": "1", "minor": "33", "gitVersion": GIT_VERSION, "gitCommit": BUILD_HASH,
+                "gitTreeState": "clean", "buildDate": "2025-01-01T00:00:00Z", "goVersion": "rust",
+                "compiler": "rustc", "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
+            }),
+        ),
         (Method::GET, ["healthz"]) => health(&state, &uri, "healthz").await,
         (Method::GET, ["livez"]) => health(&state, &uri, "livez").await,
         (Method::GET, ["readyz"]) => health(&state, &uri, "readyz").await,
@@ -307,17 +324,18 @@ async fn dispatch(
             Some(d) => json_response(200, &d),
             None => error_response(&ApiError::path_not_found()),
         },
-        (m, ["api", v, rest @ ..]) => {
-            resource(&state, m, "", v, rest, &uri, headers, body).await
-        }
+        (m, ["api", v, rest @ ..]) => resource(&state, m, "", v, rest, &uri, headers, body).await,
         (m, ["apis", g, v, rest @ ..]) => {
             resource(&state, m, g, v, rest, &uri, headers, body).await
         }
         _ => error_response(&ApiError::path_not_found()),
     };
-    state
-        .metrics
-        .observe(method.as_str(), &segs, resp.status().as_u16(), started.elapsed());
+    state.metrics.observe(
+        method.as_str(),
+        &segs,
+        resp.status().as_u16(),
+        started.elapsed(),
+    );
     resp
 }
 
@@ -333,7 +351,18 @@ async fn resource(
     body: Bytes,
 ) -> Response {
     let q = Query::parse(uri.query());
-    match resources::handle(state.clone(), method, group, version, rest, q, headers, body).await {
+    match resources::handle(
+        state.clone(),
+        method,
+        group,
+        version,
+        rest,
+        q,
+        headers,
+        body,
+    )
+    .await
+    {
         Ok(r) => r,
         Err(e) => error_response(&e),
     }

@@ -166,6 +166,8 @@ mod tests {
             Output::Json
         );
         assert!(output(&h("application/vnd.kubernetes.protobuf")).is_err());
-        assert!(wants_aggregated(&h("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json")));
+        assert!(wants_aggregated(&h(
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+        )));
     }
 }

@@ -50,11 +50,10 @@ impl Query {
     }
 
     fn selectors(&self) -> Result<(LabelSelector, FieldSelector), ApiError> {
-        let label = LabelSelector::parse(self.get("labelSelector")).map_err(|e| {
-            ApiError::bad_request(format!("unable to parse requirement: {e}"))
-        })?;
-        let field = FieldSelector::parse(self.get("fieldSelector"))
-            .map_err(ApiError::bad_request)?;
+        let label = LabelSelector::parse(self.get("labelSelector"))
+            .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+        let field =
+            FieldSelector::parse(self.get("fieldSelector")).map_err(ApiError::bad_request)?;
         Ok((label, field))
     }
 

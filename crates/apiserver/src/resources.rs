@@ -112,6 +112,7 @@ fn object_body(store: &GenericStore, obj: &Value, q: &Query, out: Output) -> Val
 }
 
 /// Handles one resource request.
+#[allow(clippy::too_many_arguments)]
 pub async fn handle(
     state: Arc<State>,
     method: Method,
@@ -142,7 +143,11 @@ pub async fn handle(
             } else {
                 store.get(ns, name).await?
             };
-            Ok(negotiate::respond(200, &object_body(store, &obj, &q, out), out))
+            Ok(negotiate::respond(
+                200,
+                &object_body(store, &obj, &q, out),
+                out,
+            ))
         }
         (&Method::POST, None) => {
             if info.namespaced && ns.is_empty() {
@@ -222,7 +227,9 @@ pub async fn handle(
             } else {
                 Some(negotiate::decode_body(&headers, &body)?)
             };
-            let l = store.delete_collection(ns, &q.list()?, &q.delete(b.as_ref())?).await?;
+            let l = store
+                .delete_collection(ns, &q.list()?, &q.delete(b.as_ref())?)
+                .await?;
             let v = json!({
                 "kind": list_kind(store),
                 "apiVersion": info.api_version(),
@@ -235,7 +242,12 @@ pub async fn handle(
     }
 }
 
-async fn watch(store: &GenericStore, ns: &str, q: &Query, out: Output) -> Result<Response, ApiError> {
+async fn watch(
+    store: &GenericStore,
+    ns: &str,
+    q: &Query,
+    out: Output,
+) -> Result<Response, ApiError> {
     let opts = q.watch()?;
     let rx = store.watch(ns, opts).await?;
     let strategy = store.strategy.clone();
@@ -252,7 +264,8 @@ async fn watch(store: &GenericStore, ns: &str, q: &Query, out: Output) -> Result
         } else {
             ev.object
         };
-        let mut line = serde_json::to_vec(&json!({"type": ev.type_, "object": object})).expect("json");
+        let mut line =
+            serde_json::to_vec(&json!({"type": ev.type_, "object": object})).expect("json");
         line.push(b'\n');
         Ok::<_, std::convert::Infallible>(Bytes::from(line))
     });

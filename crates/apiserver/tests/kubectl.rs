@@ -47,7 +47,10 @@ fn namespaces_configmaps_labels_patches_and_errors() {
 }
 
 fn namespaces_configmaps_labels_patches_and_errors_with(c: &Cluster) {
-    assert_eq!(c.ok(&["create", "namespace", "demo"]), "namespace/demo created\n");
+    assert_eq!(
+        c.ok(&["create", "namespace", "demo"]),
+        "namespace/demo created\n"
+    );
     let e = c.fails(&["create", "namespace", "demo"]);
     assert!(
         e.contains("Error from server (AlreadyExists): namespaces \"demo\" already exists"),
@@ -55,11 +58,17 @@ fn namespaces_configmaps_labels_patches_and_errors_with(c: &Cluster) {
     );
     let ns = rows(&c.ok(&["get", "ns"]));
     assert_eq!(ns[0], ["NAME", "STATUS", "AGE"]);
-    assert!(ns.iter().any(|r| r[0] == "demo" && r[1] == "Active"), "{ns:?}");
+    assert!(
+        ns.iter().any(|r| r[0] == "demo" && r[1] == "Active"),
+        "{ns:?}"
+    );
 
     let f = c.file("cm.yaml", CONFIGMAP);
     assert_eq!(c.ok(&["apply", "-f", &f]), "configmap/app-config created\n");
-    assert_eq!(c.ok(&["apply", "-f", &f]), "configmap/app-config unchanged\n");
+    assert_eq!(
+        c.ok(&["apply", "-f", &f]),
+        "configmap/app-config unchanged\n"
+    );
     let y = c.ok(&["get", "cm", "app-config", "-n", "demo", "-o", "yaml"]);
     assert!(y.contains("  color: blue\n"), "{y}");
     assert!(y.contains("kind: ConfigMap\n"), "{y}");
@@ -68,7 +77,10 @@ fn namespaces_configmaps_labels_patches_and_errors_with(c: &Cluster) {
     assert!(y.contains("creationTimestamp: "), "{y}");
 
     let e = c.fails(&["get", "cm", "x", "-n", "demo"]);
-    assert_eq!(e.trim(), "Error from server (NotFound): configmaps \"x\" not found");
+    assert_eq!(
+        e.trim(),
+        "Error from server (NotFound): configmaps \"x\" not found"
+    );
 
     assert_eq!(
         c.ok(&["label", "cm", "app-config", "-n", "demo", "tier=front"]),
@@ -82,12 +94,49 @@ fn namespaces_configmaps_labels_patches_and_errors_with(c: &Cluster) {
     let sel = rows(&c.ok(&["get", "cm", "-n", "demo", "-l", "tier!=front,!missing"]));
     assert_eq!(sel.len(), 2, "{sel:?}");
     assert_eq!(sel[1][0], "other");
-    let fs = c.ok(&["get", "cm", "-n", "demo", "--field-selector", "metadata.name=other", "-o", "name"]);
+    let fs = c.ok(&[
+        "get",
+        "cm",
+        "-n",
+        "demo",
+        "--field-selector",
+        "metadata.name=other",
+        "-o",
+        "name",
+    ]);
     assert_eq!(fs, "configmap/other\n");
 
-    c.ok(&["patch", "cm", "app-config", "-n", "demo", "--type", "merge", "-p", r#"{"data":{"size":"L"}}"#]);
-    c.ok(&["patch", "cm", "app-config", "-n", "demo", "--type", "json", "-p", r#"[{"op":"remove","path":"/data/color"}]"#]);
-    let data = c.ok(&["get", "cm", "app-config", "-n", "demo", "-o", "jsonpath={.data}"]);
+    c.ok(&[
+        "patch",
+        "cm",
+        "app-config",
+        "-n",
+        "demo",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"size":"L"}}"#,
+    ]);
+    c.ok(&[
+        "patch",
+        "cm",
+        "app-config",
+        "-n",
+        "demo",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"remove","path":"/data/color"}]"#,
+    ]);
+    let data = c.ok(&[
+        "get",
+        "cm",
+        "app-config",
+        "-n",
+        "demo",
+        "-o",
+        "jsonpath={.data}",
+    ]);
     assert_eq!(data, r#"{"size":"L"}"#);
 
     // A stale resourceVersion is refused with upstream's conflict text.
@@ -102,15 +151,48 @@ fn namespaces_configmaps_labels_patches_and_errors_with(c: &Cluster) {
     let e = c.fails(&["create", "cm", "x", "-n", "nowhere"]);
     assert!(e.contains("namespaces \"nowhere\" not found"), "{e}");
 
-    c.ok(&["create", "cm", "dry", "-n", "demo", "--from-literal=a=b", "--dry-run=server"]);
+    c.ok(&[
+        "create",
+        "cm",
+        "dry",
+        "-n",
+        "demo",
+        "--from-literal=a=b",
+        "--dry-run=server",
+    ]);
     c.fails(&["get", "cm", "dry", "-n", "demo"]);
 
-    c.ok(&["create", "secret", "generic", "s", "-n", "demo", "--from-literal=p=q"]);
-    assert_eq!(c.ok(&["get", "secret", "s", "-n", "demo", "-o", "jsonpath={.data.p}"]), "cQ==");
+    c.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s",
+        "-n",
+        "demo",
+        "--from-literal=p=q",
+    ]);
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "secret",
+            "s",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.data.p}"
+        ]),
+        "cQ=="
+    );
 
-    assert_eq!(c.ok(&["delete", "cm", "app-config", "-n", "demo"]), "configmap \"app-config\" deleted\n");
+    assert_eq!(
+        c.ok(&["delete", "cm", "app-config", "-n", "demo"]),
+        "configmap \"app-config\" deleted\n"
+    );
     c.fails(&["get", "cm", "app-config", "-n", "demo"]);
-    assert_eq!(c.ok(&["delete", "namespace", "demo"]), "namespace \"demo\" deleted\n");
+    assert_eq!(
+        c.ok(&["delete", "namespace", "demo"]),
+        "namespace \"demo\" deleted\n"
+    );
     let e = c.fails(&["get", "ns", "demo"]);
     assert!(e.contains("namespaces \"demo\" not found"), "{e}");
 }
@@ -136,9 +218,19 @@ fn deployments_apply_patch_scale_with(c: &Cluster) {
     // apply after an edit: a 3-way merge patch from kubectl
     let edited = DEPLOYMENT.replace("replicas: 2", "replicas: 3");
     let f2 = c.file("deploy2.yaml", &edited);
-    assert_eq!(c.ok(&["apply", "-f", &f2]), "deployment.apps/web configured\n");
+    assert_eq!(
+        c.ok(&["apply", "-f", &f2]),
+        "deployment.apps/web configured\n"
+    );
     c.ok(&[
-        "patch", "deploy", "web", "-n", "demo", "--type", "strategic", "-p",
+        "patch",
+        "deploy",
+        "web",
+        "-n",
+        "demo",
+        "--type",
+        "strategic",
+        "-p",
         r#"{"spec":{"template":{"spec":{"containers":[{"name":"nginx","image":"nginx:1.28"}]}}}}"#,
     ]);
     let got = c.ok(&[
@@ -150,14 +242,31 @@ fn deployments_apply_patch_scale_with(c: &Cluster) {
         c.ok(&["scale", "deploy", "web", "-n", "demo", "--replicas", "5"]),
         "deployment.apps/web scaled\n"
     );
-    assert_eq!(c.ok(&["get", "deploy", "web", "-n", "demo", "-o", "jsonpath={.spec.replicas}"]), "5");
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ]),
+        "5"
+    );
 
     let o = c.run(&["get", "pods", "-A"]);
     assert!(o.ok);
     assert_eq!(o.stderr.trim(), "No resources found");
     let e = c.fails(&["get", "deploy", "nope", "-n", "demo"]);
-    assert_eq!(e.trim(), "Error from server (NotFound): deployments.apps \"nope\" not found");
-    assert_eq!(c.ok(&["delete", "-f", &f]), "deployment.apps \"web\" deleted\n");
+    assert_eq!(
+        e.trim(),
+        "Error from server (NotFound): deployments.apps \"nope\" not found"
+    );
+    assert_eq!(
+        c.ok(&["delete", "-f", &f]),
+        "deployment.apps \"web\" deleted\n"
+    );
 }
 
 #[test]
@@ -172,7 +281,15 @@ fn watch_sees_an_update_with(c: &Cluster) {
     let (mut child, rx) = c.stream(&["get", "cm", "w", "--watch"]);
     let first = wait_line(&rx, &["w", "1"]);
     assert!(first.starts_with("w "), "{first}");
-    c.ok(&["patch", "cm", "w", "--type", "merge", "-p", r#"{"data":{"b":"2"}}"#]);
+    c.ok(&[
+        "patch",
+        "cm",
+        "w",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"b":"2"}}"#,
+    ]);
     let next = wait_line(&rx, &["w", "2"]);
     assert_eq!(rows(&next)[0][0..2], ["w", "2"]);
     let _ = child.kill();
@@ -188,7 +305,10 @@ fn discovery_version_and_health() {
 
 fn discovery_version_and_health_with(c: &Cluster) {
     let ar = rows(&c.ok(&["api-resources"]));
-    assert_eq!(ar[0], ["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"]);
+    assert_eq!(
+        ar[0],
+        ["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"]
+    );
     for want in [
         ["pods", "po", "v1", "true", "Pod"],
         ["configmaps", "cm", "v1", "true", "ConfigMap"],
@@ -197,7 +317,10 @@ fn discovery_version_and_health_with(c: &Cluster) {
         ["replicasets", "rs", "apps/v1", "true", "ReplicaSet"],
         ["services", "svc", "v1", "true", "Service"],
     ] {
-        assert!(ar.iter().any(|r| r == &want), "{want:?} missing from {ar:?}");
+        assert!(
+            ar.iter().any(|r| r == &want),
+            "{want:?} missing from {ar:?}"
+        );
     }
     let leases = ar.iter().find(|r| r[0] == "leases").expect("leases");
     assert_eq!(leases[1..], ["coordination.k8s.io/v1", "true", "Lease"]);
@@ -205,7 +328,10 @@ fn discovery_version_and_health_with(c: &Cluster) {
     assert_eq!(v, "apps/v1\ncoordination.k8s.io/v1\nv1\n");
     let ver = c.ok(&["version"]);
     assert!(ver.contains("v1.33.0-kybern"), "{ver}");
-    assert_eq!(c.ok(&["get", "--raw", "/readyz?verbose"]), "[+]ping ok\n[+]etcd ok\nreadyz check passed\n");
+    assert_eq!(
+        c.ok(&["get", "--raw", "/readyz?verbose"]),
+        "[+]ping ok\n[+]etcd ok\nreadyz check passed\n"
+    );
     let m = c.ok(&["get", "--raw", "/metrics"]);
     assert!(m.contains("apiserver_request_total"), "{m}");
     let ns = rows(&c.ok(&["get", "ns", "-o", "name"]));
@@ -221,13 +347,35 @@ fn services_and_pods() {
 
 fn services_and_pods_with(c: &Cluster) {
     let svc = rows(&c.ok(&["get", "svc"]));
-    assert_eq!(svc[0], ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]);
-    assert_eq!(svc[1][0..5], ["kubernetes", "ClusterIP", "10.96.0.1", "<none>", "443/TCP"]);
-    assert_eq!(c.ok(&["create", "service", "clusterip", "my", "--tcp=80:8080"]), "service/my created\n");
-    assert_eq!(c.ok(&["create", "service", "nodeport", "np", "--tcp=80:8080"]), "service/np created\n");
+    assert_eq!(
+        svc[0],
+        [
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE"
+        ]
+    );
+    assert_eq!(
+        svc[1][0..5],
+        ["kubernetes", "ClusterIP", "10.96.0.1", "<none>", "443/TCP"]
+    );
+    assert_eq!(
+        c.ok(&["create", "service", "clusterip", "my", "--tcp=80:8080"]),
+        "service/my created\n"
+    );
+    assert_eq!(
+        c.ok(&["create", "service", "nodeport", "np", "--tcp=80:8080"]),
+        "service/np created\n"
+    );
     let ip = c.ok(&["get", "svc", "my", "-o", "jsonpath={.spec.clusterIP}"]);
     let ip2 = c.ok(&["get", "svc", "np", "-o", "jsonpath={.spec.clusterIP}"]);
-    assert!(ip.starts_with("10.") && ip != ip2 && ip != "10.96.0.1", "{ip} {ip2}");
+    assert!(
+        ip.starts_with("10.") && ip != ip2 && ip != "10.96.0.1",
+        "{ip} {ip2}"
+    );
     let np = rows(&c.ok(&["get", "svc", "np"]));
     let ports = &np[1][4];
     let node_port: u16 = ports
@@ -237,24 +385,52 @@ fn services_and_pods_with(c: &Cluster) {
         .unwrap_or_else(|| panic!("{ports}"));
     assert!((30000..=32767).contains(&node_port));
 
-    assert_eq!(c.ok(&["run", "nginx", "--image=nginx:1.27", "--labels=app=x"]), "pod/nginx created\n");
+    assert_eq!(
+        c.ok(&["run", "nginx", "--image=nginx:1.27", "--labels=app=x"]),
+        "pod/nginx created\n"
+    );
     let p = rows(&c.ok(&["get", "pods", "-o", "wide"]));
     assert_eq!(
         p[0],
-        ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED", "NODE", "READINESS", "GATES"]
+        [
+            "NAME",
+            "READY",
+            "STATUS",
+            "RESTARTS",
+            "AGE",
+            "IP",
+            "NODE",
+            "NOMINATED",
+            "NODE",
+            "READINESS",
+            "GATES"
+        ]
     );
     assert_eq!(p[1][0..4], ["nginx", "0/1", "Pending", "0"]);
     let all = rows(&c.ok(&["get", "pods", "-A"]));
-    assert_eq!(all[0], ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+    assert_eq!(
+        all[0],
+        ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    );
     assert_eq!(all[1][0..2], ["default", "nginx"]);
     let d = c.ok(&["describe", "pod", "nginx"]);
     assert!(d.contains("Status:           Pending"), "{d}");
-    let fs = c.ok(&["get", "pods", "--field-selector", "status.phase=Pending", "-o", "name"]);
+    let fs = c.ok(&[
+        "get",
+        "pods",
+        "--field-selector",
+        "status.phase=Pending",
+        "-o",
+        "name",
+    ]);
     assert_eq!(fs, "pod/nginx\n");
     let e = c.fails(&["get", "pods", "--field-selector", "spec.bogus=1"]);
     assert!(e.contains("field label not supported: spec.bogus"), "{e}");
     assert_eq!(c.ok(&["delete", "pod", "nginx"]), "pod \"nginx\" deleted\n");
-    assert_eq!(c.ok(&["delete", "svc", "my", "np"]), "service \"my\" deleted\nservice \"np\" deleted\n");
+    assert_eq!(
+        c.ok(&["delete", "svc", "my", "np"]),
+        "service \"my\" deleted\nservice \"np\" deleted\n"
+    );
 }
 
 /// The same scenarios with every other kubectl on the machine (1.27 to 1.32).

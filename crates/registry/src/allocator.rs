@@ -34,7 +34,9 @@ impl Ipv4Range {
         let (ip, bits) = cidr
             .split_once('/')
             .ok_or_else(|| format!("{cidr:?} is not a CIDR"))?;
-        let ip: Ipv4Addr = ip.parse().map_err(|_| format!("{cidr:?}: bad IPv4 address"))?;
+        let ip: Ipv4Addr = ip
+            .parse()
+            .map_err(|_| format!("{cidr:?}: bad IPv4 address"))?;
         let bits: u32 = bits.parse().map_err(|_| format!("{cidr:?}: bad prefix"))?;
         if !(8..=30).contains(&bits) {
             return Err(format!("{cidr:?}: prefix must be /8 to /30"));

@@ -22,7 +22,9 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 pub fn store_err(s: tonic::Status) -> ApiError {
     let m = s.message();
     if m.contains("compacted") {
-        ApiError::expired(format!("The resourceVersion for the provided list is too old. ({m})"))
+        ApiError::expired(format!(
+            "The resourceVersion for the provided list is too old. ({m})"
+        ))
     } else if m.contains("future revision") {
         ApiError::timeout(format!(
             "Too large resource version: the requested revision is newer than the store ({m})"
@@ -146,7 +148,10 @@ pub async fn delete(kv: &dyn Kv, key: &[u8], mod_rev: i64) -> Result<Option<i64>
 mod tests {
     #[test]
     fn prefix_ends() {
-        assert_eq!(super::prefix_end(b"/registry/pods/"), b"/registry/pods0".to_vec());
+        assert_eq!(
+            super::prefix_end(b"/registry/pods/"),
+            b"/registry/pods0".to_vec()
+        );
         assert_eq!(super::prefix_end(b"a\xff"), b"b".to_vec());
     }
 }

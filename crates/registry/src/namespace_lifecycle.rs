@@ -31,7 +31,9 @@ impl Registry {
                     grace_period_seconds: Some(0),
                     ..Default::default()
                 };
-                let res = s.delete_collection(name, &ListOptions::default(), &del).await?;
+                let res = s
+                    .delete_collection(name, &ListOptions::default(), &del)
+                    .await?;
                 left += res.items.len();
             }
             if left == 0 {

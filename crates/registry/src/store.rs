@@ -270,13 +270,13 @@ impl GenericStore {
 
     /// Checks that the namespace exists and is not being terminated (upstream's lifecycle admission).
     async fn check_namespace(&self, ns: &str, name: &str) -> Result<(), ApiError> {
-        let (kv, _) = kvutil::get(&*self.kv, format!("/registry/namespaces/{ns}").as_bytes()).await?;
+        let (kv, _) =
+            kvutil::get(&*self.kv, format!("/registry/namespaces/{ns}").as_bytes()).await?;
         let Some(kv) = kv else {
             return Err(ApiError::not_found("", "namespaces", ns));
         };
         let nsobj: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
-        if nsobj["status"]["phase"] == "Terminating" || meta::deletion_timestamp(&nsobj).is_some()
-        {
+        if nsobj["status"]["phase"] == "Terminating" || meta::deletion_timestamp(&nsobj).is_some() {
             return Err(ApiError::forbidden(
                 self.group(),
                 self.resource(),
@@ -505,7 +505,11 @@ impl GenericStore {
                 return Err(self.not_found(name));
             };
             if !client_rv.is_empty() && client_rv != mod_rev.to_string() {
-                return Err(ApiError::conflict_modified(self.group(), self.resource(), name));
+                return Err(ApiError::conflict_modified(
+                    self.group(),
+                    self.resource(),
+                    name,
+                ));
             }
             match self
                 .write_update(ns, name, body.clone(), &old, mod_rev, subresource, opts)
@@ -513,12 +517,20 @@ impl GenericStore {
             {
                 Some(w) => return Ok(w),
                 None if !client_rv.is_empty() => {
-                    return Err(ApiError::conflict_modified(self.group(), self.resource(), name))
+                    return Err(ApiError::conflict_modified(
+                        self.group(),
+                        self.resource(),
+                        name,
+                    ))
                 }
                 None => continue,
             }
         }
-        Err(ApiError::conflict_modified(self.group(), self.resource(), name))
+        Err(ApiError::conflict_modified(
+            self.group(),
+            self.resource(),
+            name,
+        ))
     }
 
     /// One attempt to replace `old` (at `mod_rev`) by `body`; None when another write came first.
@@ -662,7 +674,11 @@ impl GenericStore {
             }
             let patched_rv = meta::resource_version(&doc).to_string();
             if !patched_rv.is_empty() && patched_rv != mod_rev.to_string() {
-                return Err(ApiError::conflict_modified(self.group(), self.resource(), name));
+                return Err(ApiError::conflict_modified(
+                    self.group(),
+                    self.resource(),
+                    name,
+                ));
             }
             if subresource == Some("scale") {
                 doc = self.apply_scale(&old, &doc)?;
@@ -679,7 +695,11 @@ impl GenericStore {
                 return Ok(w);
             }
         }
-        Err(ApiError::conflict_modified(self.group(), self.resource(), name))
+        Err(ApiError::conflict_modified(
+            self.group(),
+            self.resource(),
+            name,
+        ))
     }
 
     /// The autoscaling/v1 Scale of an object with `spec.replicas`.
@@ -744,7 +764,11 @@ impl GenericStore {
                 return Err(self.not_found(name));
             };
             if !rv.is_empty() && rv != mod_rev.to_string() {
-                return Err(ApiError::conflict_modified(self.group(), self.resource(), name));
+                return Err(ApiError::conflict_modified(
+                    self.group(),
+                    self.resource(),
+                    name,
+                ));
             }
             let new = self.apply_scale(&old, scale)?;
             if let Some(w) = self
@@ -754,7 +778,11 @@ impl GenericStore {
                 return Ok(self.scale_of(&w.object));
             }
         }
-        Err(ApiError::conflict_modified(self.group(), self.resource(), name))
+        Err(ApiError::conflict_modified(
+            self.group(),
+            self.resource(),
+            name,
+        ))
     }
 
     pub async fn delete(
@@ -791,8 +819,8 @@ impl GenericStore {
                 }
             }
             let mode = self.strategy.delete_mode(&obj, opts.grace_period_seconds);
-            let has_finalizers = !meta::finalizers(&obj).is_empty()
-                || self.strategy.info().resource == "namespaces";
+            let has_finalizers =
+                !meta::finalizers(&obj).is_empty() || self.strategy.info().resource == "namespaces";
             if has_finalizers || matches!(mode, DeleteMode::Graceful(_)) {
                 if meta::deletion_timestamp(&obj).is_some() && !matches!(mode, DeleteMode::Now) {
                     return Ok(Deleted::Pending(obj));
@@ -807,7 +835,11 @@ impl GenericStore {
                         .checked_add(jiff::SignedDuration::from_secs(grace))
                         .unwrap_or_else(|_| jiff::Timestamp::now());
                     if meta::deletion_timestamp(&obj).is_none() {
-                        meta::set_meta_str(&mut marked, "deletionTimestamp", &meta::format_time(when));
+                        meta::set_meta_str(
+                            &mut marked,
+                            "deletionTimestamp",
+                            &meta::format_time(when),
+                        );
                         meta::metadata_mut(&mut marked)
                             .insert("deletionGracePeriodSeconds".into(), json!(grace));
                     }
@@ -818,7 +850,10 @@ impl GenericStore {
                         return Ok(Deleted::Pending(marked));
                     }
                     let key = self.key(ns, name);
-                    if let Some(rev) = kvutil::update(&*self.kv, key.as_bytes(), mod_rev, Self::encode(&marked)).await? {
+                    if let Some(rev) =
+                        kvutil::update(&*self.kv, key.as_bytes(), mod_rev, Self::encode(&marked))
+                            .await?
+                    {
                         meta::set_resource_version(&mut marked, rev);
                         return Ok(Deleted::Pending(marked));
                     }
@@ -829,14 +864,21 @@ impl GenericStore {
                 return Ok(Deleted::Gone(obj));
             }
             let key = self.key(ns, name);
-            if kvutil::delete(&*self.kv, key.as_bytes(), mod_rev).await?.is_some() {
+            if kvutil::delete(&*self.kv, key.as_bytes(), mod_rev)
+                .await?
+                .is_some()
+            {
                 if let Some(h) = &self.hooks {
                     h.after_delete(&obj).await;
                 }
                 return Ok(Deleted::Gone(obj));
             }
         }
-        Err(ApiError::conflict_modified(self.group(), self.resource(), name))
+        Err(ApiError::conflict_modified(
+            self.group(),
+            self.resource(),
+            name,
+        ))
     }
 
     /// Deletes every object a list with these options returns; the deleted objects.
@@ -849,7 +891,10 @@ impl GenericStore {
         let mut res = self.list(ns, list).await?;
         let mut deleted = vec![];
         for item in &res.items {
-            match self.delete(meta::namespace(item), meta::name(item), opts).await {
+            match self
+                .delete(meta::namespace(item), meta::name(item), opts)
+                .await
+            {
                 Ok(Deleted::Gone(v)) | Ok(Deleted::Pending(v)) => deleted.push(v),
                 Err(e) if e.code == 404 => {}
                 Err(e) => return Err(e),

@@ -302,7 +302,10 @@ mod tests {
         default_at(&mut o, "spec.replicas", json!(1));
         default_at(&mut o, "spec.strategy.type", json!("RollingUpdate"));
         default_at(&mut o, "spec.replicas", json!(5));
-        assert_eq!(o, json!({"spec": {"replicas": 1, "strategy": {"type": "RollingUpdate"}}}));
+        assert_eq!(
+            o,
+            json!({"spec": {"replicas": 1, "strategy": {"type": "RollingUpdate"}}})
+        );
         assert_eq!(int_at(&o, "spec.replicas"), 1);
         assert_eq!(str_at(&o, "spec.strategy.type"), "RollingUpdate");
     }

@@ -44,32 +44,30 @@ impl GenericStore {
             None => opts.resource_version.is_empty() || opts.resource_version == "0",
         };
         let mut initial_items = vec![];
-        let start_rev = if initial
-            || opts.resource_version.is_empty()
-            || opts.resource_version == "0"
-        {
-            let l = self
-                .list(
-                    ns,
-                    &ListOptions {
-                        label: opts.label.clone(),
-                        field: opts.field.clone(),
-                        ..Default::default()
-                    },
-                )
-                .await?;
-            if initial {
-                initial_items = l.items;
-            }
-            l.resource_version
-        } else {
-            opts.resource_version.parse::<i64>().map_err(|_| {
-                ApiError::bad_request(format!(
-                    "invalid resource version {:?}",
-                    opts.resource_version
-                ))
-            })?
-        };
+        let start_rev =
+            if initial || opts.resource_version.is_empty() || opts.resource_version == "0" {
+                let l = self
+                    .list(
+                        ns,
+                        &ListOptions {
+                            label: opts.label.clone(),
+                            field: opts.field.clone(),
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                if initial {
+                    initial_items = l.items;
+                }
+                l.resource_version
+            } else {
+                opts.resource_version.parse::<i64>().map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "invalid resource version {:?}",
+                        opts.resource_version
+                    ))
+                })?
+            };
         let prefix = self.prefix(ns);
         let spec = WatchSpec {
             key: prefix.clone().into_bytes(),
@@ -99,7 +97,14 @@ impl GenericStore {
             if opts.send_initial_events == Some(true) && opts.allow_bookmarks {
                 let mut b = me.bookmark(last_rev);
                 b["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
-                if tx.send(WatchEvent { type_: "BOOKMARK", object: b }).await.is_err() {
+                if tx
+                    .send(WatchEvent {
+                        type_: "BOOKMARK",
+                        object: b,
+                    })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -207,10 +212,7 @@ impl GenericStore {
             (false, true, _) => "DELETED",
             (false, false, _) => return None,
         };
-        Some(WatchEvent {
-            type_,
-            object: obj,
-        })
+        Some(WatchEvent { type_, object: obj })
     }
 }
 

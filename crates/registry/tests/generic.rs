@@ -25,7 +25,10 @@ async fn configmap_lifecycle() {
         "metadata": {"name": "a", "labels": {"app": "x"}}, "data": {"k": "v"}});
     let c = cms.create("default", cm.clone(), &w).await.unwrap().object;
     assert!(!c["metadata"]["uid"].as_str().unwrap().is_empty());
-    let rv = c["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let rv = c["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let e = cms.create("default", cm.clone(), &w).await.err().unwrap();
     assert_eq!(e.code, 409);
     assert_eq!(e.reason, "AlreadyExists");
@@ -34,49 +37,102 @@ async fn configmap_lifecycle() {
 
     let mut upd = c.clone();
     upd["data"]["k"] = json!("v2");
-    let u = cms.update("default", "a", upd.clone(), None, &w).await.unwrap().object;
+    let u = cms
+        .update("default", "a", upd.clone(), None, &w)
+        .await
+        .unwrap()
+        .object;
     assert_ne!(u["metadata"]["resourceVersion"].as_str().unwrap(), rv);
-    let e = cms.update("default", "a", upd, None, &w).await.err().unwrap();
+    let e = cms
+        .update("default", "a", upd, None, &w)
+        .await
+        .err()
+        .unwrap();
     assert_eq!(e.reason, "Conflict");
 
     let p = cms
-        .patch("default", "a", PatchType::Merge, &json!({"data": {"n": "1"}}), None, &w)
+        .patch(
+            "default",
+            "a",
+            PatchType::Merge,
+            &json!({"data": {"n": "1"}}),
+            None,
+            &w,
+        )
         .await
         .unwrap()
         .object;
     assert_eq!(p["data"], json!({"k": "v2", "n": "1"}));
 
-    cms.create("default", json!({"metadata": {"generateName": "g-"}}), &w).await.unwrap();
+    cms.create("default", json!({"metadata": {"generateName": "g-"}}), &w)
+        .await
+        .unwrap();
     let all = cms.list("default", &ListOptions::default()).await.unwrap();
     assert_eq!(all.items.len(), 2);
-    let sel = ListOptions { label: LabelSelector::parse("app=x").unwrap(), ..Default::default() };
+    let sel = ListOptions {
+        label: LabelSelector::parse("app=x").unwrap(),
+        ..Default::default()
+    };
     assert_eq!(cms.list("default", &sel).await.unwrap().items.len(), 1);
-    let page = ListOptions { limit: 1, ..Default::default() };
+    let page = ListOptions {
+        limit: 1,
+        ..Default::default()
+    };
     let p1 = cms.list("default", &page).await.unwrap();
     assert_eq!(p1.items.len(), 1);
     assert!(!p1.continue_token.is_empty());
     let p2 = cms
-        .list("default", &ListOptions { limit: 1, continue_token: p1.continue_token, ..Default::default() })
+        .list(
+            "default",
+            &ListOptions {
+                limit: 1,
+                continue_token: p1.continue_token,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(p2.items.len(), 1);
     assert!(p2.continue_token.is_empty());
 
     let mut rx = cms
-        .watch("default", WatchOptions { resource_version: all.resource_version.to_string(), ..Default::default() })
+        .watch(
+            "default",
+            WatchOptions {
+                resource_version: all.resource_version.to_string(),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
-    cms.patch("default", "a", PatchType::Json, &json!([{"op": "add", "path": "/data/z", "value": "1"}]), None, &w)
+    cms.patch(
+        "default",
+        "a",
+        PatchType::Json,
+        &json!([{"op": "add", "path": "/data/z", "value": "1"}]),
+        None,
+        &w,
+    )
+    .await
+    .unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
+        .unwrap()
         .unwrap();
-    let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
     assert_eq!(ev.type_, "MODIFIED");
     assert_eq!(ev.object["data"]["z"], "1");
-    match cms.delete("default", "a", &Default::default()).await.unwrap() {
+    match cms
+        .delete("default", "a", &Default::default())
+        .await
+        .unwrap()
+    {
         Deleted::Gone(_) => {}
         Deleted::Pending(_) => panic!("configmaps go at once"),
     }
-    let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(ev.type_, "DELETED");
     assert_eq!(cms.get("default", "a").await.err().unwrap().code, 404);
 }
@@ -90,19 +146,298 @@ async fn deployment_defaults_validation_scale() {
         "template": {"metadata": {"labels": {"app": "other"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}});
     let e = d.create("default", bad, &w).await.err().unwrap();
     assert_eq!(e.code, 422);
-    assert!(e.message.contains("spec.template.metadata.labels"), "{}", e.message);
+    assert!(
+        e.message.contains("spec.template.metadata.labels"),
+        "{}",
+        e.message
+    );
     let good = json!({"metadata": {"name": "web"}, "spec": {"selector": {"matchLabels": {"app": "web"}},
         "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}});
     let o = d.create("default", good, &w).await.unwrap().object;
     assert_eq!(o["spec"]["replicas"], 1);
     assert_eq!(o["metadata"]["generation"], 1);
-    assert_eq!(o["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"], "Always");
+    assert_eq!(
+        o["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"],
+        "Always"
+    );
     let s = d
-        .patch("default", "web", PatchType::Merge, &json!({"spec": {"replicas": 3}}), Some("scale"), &w)
+        .patch(
+            "default",
+            "web",
+            PatchType::Merge,
+            &json!({"spec": {"replicas": 3}}),
+            Some("scale"),
+            &w,
+        )
         .await
         .unwrap()
         .object;
     assert_eq!(s["spec"]["replicas"], 3);
     assert_eq!(s["metadata"]["generation"], 2);
-    assert_eq!(d.get_scale("default", "web").await.unwrap()["status"]["selector"], "app=web");
+    assert_eq!(
+        d.get_scale("default", "web").await.unwrap()["status"]["selector"],
+        "app=web"
+    );
+}
+
+#[tokio::test]
+async fn terminating_namespace_refuses_creates_and_finalizers_hold_objects() {
+    let (_d, r) = registry().await;
+    let nss = r.lookup("", "v1", "namespaces").unwrap();
+    let cms = r.lookup("", "v1", "configmaps").unwrap();
+    let w = WriteOptions::default();
+    r.ensure_namespace("t").await.unwrap();
+    let held = json!({"metadata": {"name": "held", "finalizers": ["example.com/hold"]}});
+    cms.create("t", held, &w).await.unwrap();
+    match nss.delete("", "t", &Default::default()).await.unwrap() {
+        Deleted::Pending(ns) => assert_eq!(ns["status"]["phase"], "Terminating"),
+        Deleted::Gone(_) => panic!("namespaces are finalized"),
+    }
+    let e = cms
+        .create("t", json!({"metadata": {"name": "new"}}), &w)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.code, 403);
+    assert_eq!(
+        e.message,
+        "configmaps \"new\" is forbidden: unable to create new content in namespace t because it is being terminated"
+    );
+    // The held configmap is only marked; removing its finalizer lets it (and then the namespace) go.
+    match cms.delete("t", "held", &Default::default()).await.unwrap() {
+        Deleted::Pending(o) => assert!(o["metadata"]["deletionTimestamp"].is_string()),
+        Deleted::Gone(_) => panic!("finalizer must hold the object"),
+    }
+    cms.patch(
+        "t",
+        "held",
+        PatchType::Merge,
+        &json!({"metadata": {"finalizers": null}}),
+        None,
+        &w,
+    )
+    .await
+    .unwrap();
+    assert_eq!(cms.get("t", "held").await.err().unwrap().code, 404);
+    r.finalize_namespace("t").await.unwrap();
+    assert_eq!(nss.get("", "t").await.err().unwrap().code, 404);
+}
+
+#[tokio::test]
+async fn dry_run_writes_nothing() {
+    let (_d, r) = registry().await;
+    let cms = r.lookup("", "v1", "configmaps").unwrap();
+    let dry = WriteOptions {
+        dry_run: true,
+        ..Default::default()
+    };
+    let o = cms
+        .create("default", json!({"metadata": {"name": "d"}}), &dry)
+        .await
+        .unwrap()
+        .object;
+    assert_eq!(o["metadata"]["name"], "d");
+    assert_eq!(cms.get("default", "d").await.err().unwrap().code, 404);
+}
+
+#[tokio::test]
+async fn two_registries_on_one_store_never_share_a_cluster_ip() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = store::Member::start(dir.path(), store::Settings::default()).unwrap();
+    let opts = registry::RegistryOptions {
+        service_cluster_ip_range: "10.0.0.0/29".into(),
+        ..Default::default()
+    };
+    let a = Registry::with_options(m.clone(), &opts).unwrap();
+    let b = Registry::with_options(m, &opts).unwrap();
+    a.ensure_namespace("default").await.unwrap();
+    let w = WriteOptions::default();
+    let mut ips = std::collections::BTreeSet::new();
+    // 6 usable addresses, .1 reserved for the kubernetes service: 5 services fit.
+    for i in 0..5 {
+        let reg = if i % 2 == 0 { &a } else { &b };
+        let svc = json!({"metadata": {"name": format!("s{i}")}, "spec": {"ports": [{"port": 80}]}});
+        let o = reg
+            .lookup("", "v1", "services")
+            .unwrap()
+            .create("default", svc, &w)
+            .await
+            .unwrap()
+            .object;
+        assert!(ips.insert(o["spec"]["clusterIP"].as_str().unwrap().to_string()));
+    }
+    let svc = json!({"metadata": {"name": "full"}, "spec": {"ports": [{"port": 80}]}});
+    let e = a
+        .lookup("", "v1", "services")
+        .unwrap()
+        .create("default", svc, &w)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.code, 422, "{}", e.message);
+    // Deleting one frees its address.
+    b.lookup("", "v1", "services")
+        .unwrap()
+        .delete("default", "s0", &Default::default())
+        .await
+        .unwrap();
+    let svc = json!({"metadata": {"name": "again"}, "spec": {"ports": [{"port": 80}]}});
+    a.lookup("", "v1", "services")
+        .unwrap()
+        .create("default", svc, &w)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn watch_selector_transitions_and_initial_events() {
+    let (_d, r) = registry().await;
+    let cms = r.lookup("", "v1", "configmaps").unwrap();
+    let w = WriteOptions::default();
+    cms.create(
+        "default",
+        json!({"metadata": {"name": "pre", "labels": {"a": "1"}}}),
+        &w,
+    )
+    .await
+    .unwrap();
+    let opts = WatchOptions {
+        label: LabelSelector::parse("a=1").unwrap(),
+        allow_bookmarks: true,
+        send_initial_events: Some(true),
+        ..Default::default()
+    };
+    let mut rx = cms.watch("default", opts).await.unwrap();
+    let e = next(&mut rx).await;
+    assert_eq!(
+        (e.type_, e.object["metadata"]["name"].as_str()),
+        ("ADDED", Some("pre"))
+    );
+    let e = next(&mut rx).await;
+    assert_eq!(e.type_, "BOOKMARK");
+    assert_eq!(
+        e.object["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+    cms.create(
+        "default",
+        json!({"metadata": {"name": "x", "labels": {"a": "2"}}}),
+        &w,
+    )
+    .await
+    .unwrap();
+    cms.patch(
+        "default",
+        "x",
+        PatchType::Merge,
+        &json!({"metadata": {"labels": {"a": "1"}}}),
+        None,
+        &w,
+    )
+    .await
+    .unwrap();
+    let e = next(&mut rx).await;
+    assert_eq!(
+        (e.type_, e.object["metadata"]["name"].as_str()),
+        ("ADDED", Some("x"))
+    );
+    cms.patch(
+        "default",
+        "x",
+        PatchType::Merge,
+        &json!({"metadata": {"labels": {"a": "3"}}}),
+        None,
+        &w,
+    )
+    .await
+    .unwrap();
+    let e = next(&mut rx).await;
+    assert_eq!(
+        (e.type_, e.object["metadata"]["name"].as_str()),
+        ("DELETED", Some("x"))
+    );
+}
+
+#[tokio::test]
+async fn compacted_revisions_are_gone() {
+    let (_d, r) = registry().await;
+    let cms = r.lookup("", "v1", "configmaps").unwrap();
+    let w = WriteOptions::default();
+    for i in 0..3 {
+        cms.create(
+            "default",
+            json!({"metadata": {"name": format!("c{i}")}}),
+            &w,
+        )
+        .await
+        .unwrap();
+    }
+    let p1 = cms
+        .list(
+            "default",
+            &ListOptions {
+                limit: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let old = p1.resource_version;
+    cms.patch(
+        "default",
+        "c0",
+        PatchType::Merge,
+        &json!({"data": {"a": "b"}}),
+        None,
+        &w,
+    )
+    .await
+    .unwrap();
+    let now = cms.get("default", "c0").await.unwrap()["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse::<i64>()
+        .unwrap();
+    r.kv.compact(etcd_api::PbCompactionRequest {
+        revision: now,
+        physical: true,
+    })
+    .await
+    .unwrap();
+    let e = cms
+        .list(
+            "default",
+            &ListOptions {
+                limit: 1,
+                continue_token: p1.continue_token,
+                ..Default::default()
+            },
+        )
+        .await
+        .err()
+        .unwrap();
+    assert_eq!((e.code, e.reason), (410, "Expired"));
+    let mut rx = cms
+        .watch(
+            "default",
+            WatchOptions {
+                resource_version: old.to_string(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ev.type_, "ERROR");
+    assert_eq!(ev.object["code"], 410);
+}
+
+async fn next(rx: &mut registry::watch::EventStream) -> registry::WatchEvent {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap()
 }

@@ -38,10 +38,10 @@ pub(crate) fn validate_keys(obj: &Value, maps: &[&str]) -> Vec<FieldError> {
                 && k != "."
                 && k != "..";
             if !ok {
-                errs.push(FieldError::invalid(format!("{field}"), &json!(k), "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"));
+                errs.push(FieldError::invalid(format!("{field}[{k}]"), &json!(k), "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"));
             } else if !seen.insert(k.clone()) {
                 errs.push(FieldError::invalid(
-                    format!("{field}"),
+                    format!("{field}[{k}]"),
                     &json!(k),
                     "duplicate of key present in another map",
                 ));
@@ -60,7 +60,8 @@ impl Strategy for ConfigMaps {
     }
     fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
         if old.get("immutable") == Some(&json!(true))
-            && (new.get("data") != old.get("data") || new.get("binaryData") != old.get("binaryData"))
+            && (new.get("data") != old.get("data")
+                || new.get("binaryData") != old.get("binaryData"))
         {
             return vec![FieldError::forbidden(
                 "data",

@@ -31,9 +31,15 @@ impl Strategy for Deployments {
     }
     fn default(&self, obj: &mut Value) {
         default_at(obj, "spec.replicas", json!(1));
-        if str_at(obj, "spec.strategy.type").is_empty() || str_at(obj, "spec.strategy.type") == "RollingUpdate" {
+        if str_at(obj, "spec.strategy.type").is_empty()
+            || str_at(obj, "spec.strategy.type") == "RollingUpdate"
+        {
             default_at(obj, "spec.strategy.type", json!("RollingUpdate"));
-            default_at(obj, "spec.strategy.rollingUpdate.maxUnavailable", json!("25%"));
+            default_at(
+                obj,
+                "spec.strategy.rollingUpdate.maxUnavailable",
+                json!("25%"),
+            );
             default_at(obj, "spec.strategy.rollingUpdate.maxSurge", json!("25%"));
         }
         default_at(obj, "spec.revisionHistoryLimit", json!(10));
@@ -44,14 +50,22 @@ impl Strategy for Deployments {
         let mut errs = validate_template(obj);
         if let Some(r) = obj["spec"]["replicas"].as_i64() {
             if r < 0 {
-                errs.push(FieldError::invalid("spec.replicas", &json!(r), "must be greater than or equal to 0"));
+                errs.push(FieldError::invalid(
+                    "spec.replicas",
+                    &json!(r),
+                    "must be greater than or equal to 0",
+                ));
             }
         }
         errs
     }
     fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
         if new["spec"]["selector"] != old["spec"]["selector"] {
-            return vec![FieldError::invalid("spec.selector", &new["spec"]["selector"], "field is immutable")];
+            return vec![FieldError::invalid(
+                "spec.selector",
+                &new["spec"]["selector"],
+                "field is immutable",
+            )];
         }
         vec![]
     }
@@ -78,7 +92,11 @@ impl Strategy for Deployments {
         let (names, images) = images_and_containers(obj);
         vec![
             name_cell(obj),
-            json!(format!("{}/{}", s["readyReplicas"].as_i64().unwrap_or(0), obj["spec"]["replicas"].as_i64().unwrap_or(0))),
+            json!(format!(
+                "{}/{}",
+                s["readyReplicas"].as_i64().unwrap_or(0),
+                obj["spec"]["replicas"].as_i64().unwrap_or(0)
+            )),
             json!(s["updatedReplicas"].as_i64().unwrap_or(0)),
             json!(s["availableReplicas"].as_i64().unwrap_or(0)),
             age_cell(obj),

@@ -91,15 +91,30 @@ impl Strategy for Events {
     fn columns(&self) -> Vec<Column> {
         vec![
             col("Last Seen", "string", "Time when last Event occurred"),
-            col("Type", "string", "Type of this event (Normal, Warning), new types could be added in the future."),
+            col(
+                "Type",
+                "string",
+                "Type of this event (Normal, Warning), new types could be added in the future.",
+            ),
             col("Reason", "string", "Reason why this event was generated."),
             col("Object", "string", "Object this event is about."),
-            wide("Subobject", "string", "Subobject of the object this event is about."),
+            wide(
+                "Subobject",
+                "string",
+                "Subobject of the object this event is about.",
+            ),
             wide("Source", "string", "Component generating the event."),
-            col("Message", "string", "A human-readable description of the status of this operation."),
+            col(
+                "Message",
+                "string",
+                "A human-readable description of the status of this operation.",
+            ),
             wide("First Seen", "string", "Time when first Event occurred"),
             wide("Count", "string", "How many times this event occurred."),
-            Column { format: "name", ..wide("Name", "string", "Name of the event") },
+            Column {
+                format: "name",
+                ..wide("Name", "string", "Name of the event")
+            },
         ]
     }
     fn row(&self, obj: &Value) -> Vec<Value> {
@@ -113,14 +128,10 @@ impl Strategy for Events {
         if !host.is_empty() {
             source = format!("{source}, {host}");
         }
-        let first = [
-            "firstTimestamp",
-            "eventTime",
-            "metadata.creationTimestamp",
-        ]
-        .iter()
-        .map(|p| str_at(obj, p))
-        .find(|s| !s.is_empty());
+        let first = ["firstTimestamp", "eventTime", "metadata.creationTimestamp"]
+            .iter()
+            .map(|p| str_at(obj, p))
+            .find(|s| !s.is_empty());
         let count = at(obj, "count").and_then(Value::as_i64).unwrap_or(1);
         vec![
             json!(last_seen(obj)),

@@ -50,7 +50,9 @@ impl Strategy for Namespaces {
     }
     fn finalized(&self, obj: &Value) -> bool {
         apimachinery::meta::finalizers(obj).is_empty()
-            && obj["spec"]["finalizers"].as_array().is_none_or(|a| a.is_empty())
+            && obj["spec"]["finalizers"]
+                .as_array()
+                .is_none_or(|a| a.is_empty())
     }
     fn round_trip(&self, obj: &Value) -> Result<Vec<String>, String> {
         typed_round_trip::<Namespace>(obj)

@@ -97,7 +97,9 @@ impl Strategy for Nodes {
             json!(address(obj, "ExternalIP")),
             json!(or_none(info["osImage"].as_str().unwrap_or(""))),
             json!(or_none(info["kernelVersion"].as_str().unwrap_or(""))),
-            json!(or_none(info["containerRuntimeVersion"].as_str().unwrap_or(""))),
+            json!(or_none(
+                info["containerRuntimeVersion"].as_str().unwrap_or("")
+            )),
         ]
     }
 }

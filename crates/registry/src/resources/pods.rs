@@ -81,7 +81,12 @@ pub fn validate_pod_spec(spec: &Value, path: &str) -> Vec<FieldError> {
                     errs.push(FieldError::duplicate(format!("{p}.name"), &json!(name)));
                 }
             }
-            if c.get("image").and_then(Value::as_str).unwrap_or("").trim().is_empty() {
+            if c.get("image")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .trim()
+                .is_empty()
+            {
                 errs.push(FieldError::required(format!("{p}.image"), ""));
             }
         }
@@ -135,10 +140,14 @@ impl Strategy for Pods {
         default_at(obj, "spec.priority", json!(0));
         default_at(obj, "spec.serviceAccountName", json!("default"));
         default_at(obj, "spec.serviceAccount", json!("default"));
-        default_at(obj, "spec.tolerations", json!([
-            {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
-            {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}
-        ]));
+        default_at(
+            obj,
+            "spec.tolerations",
+            json!([
+                {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+                {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}
+            ]),
+        );
     }
     fn initial_status(&self, obj: &mut Value) {
         obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
@@ -157,7 +166,11 @@ impl Strategy for Pods {
                     }
                 }
             }
-            for f in ["activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds"] {
+            for f in [
+                "activeDeadlineSeconds",
+                "tolerations",
+                "terminationGracePeriodSeconds",
+            ] {
                 s.as_object_mut().map(|m| m.remove(f));
             }
             s
@@ -185,8 +198,14 @@ impl Strategy for Pods {
     fn fields(&self, obj: &Value) -> Vec<(&'static str, String)> {
         vec![
             ("spec.nodeName", str_at(obj, "spec.nodeName").into()),
-            ("spec.restartPolicy", str_at(obj, "spec.restartPolicy").into()),
-            ("spec.schedulerName", str_at(obj, "spec.schedulerName").into()),
+            (
+                "spec.restartPolicy",
+                str_at(obj, "spec.restartPolicy").into(),
+            ),
+            (
+                "spec.schedulerName",
+                str_at(obj, "spec.schedulerName").into(),
+            ),
             (
                 "spec.serviceAccountName",
                 str_at(obj, "spec.serviceAccountName").into(),
@@ -219,9 +238,13 @@ impl Strategy for Pods {
     fn row(&self, obj: &Value) -> Vec<Value> {
         let total = obj["spec"]["containers"].as_array().map_or(0, Vec::len);
         let statuses = obj["status"]["containerStatuses"].as_array();
-        let ready = statuses.map_or(0, |s| s.iter().filter(|c| c["ready"] == json!(true)).count());
+        let ready = statuses.map_or(0, |s| {
+            s.iter().filter(|c| c["ready"] == json!(true)).count()
+        });
         let restarts: i64 = statuses.map_or(0, |s| {
-            s.iter().map(|c| c["restartCount"].as_i64().unwrap_or(0)).sum()
+            s.iter()
+                .map(|c| c["restartCount"].as_i64().unwrap_or(0))
+                .sum()
         });
         let gates = match obj["spec"]["readinessGates"].as_array() {
             Some(g) if !g.is_empty() => format!("0/{}", g.len()),

@@ -38,7 +38,11 @@ impl Strategy for ReplicaSets {
     }
     fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
         if new["spec"]["selector"] != old["spec"]["selector"] {
-            return vec![FieldError::invalid("spec.selector", &new["spec"]["selector"], "field is immutable")];
+            return vec![FieldError::invalid(
+                "spec.selector",
+                &new["spec"]["selector"],
+                "field is immutable",
+            )];
         }
         vec![]
     }
@@ -52,7 +56,10 @@ impl Strategy for ReplicaSets {
         &["status.replicas"]
     }
     fn fields(&self, obj: &Value) -> Vec<(&'static str, String)> {
-        vec![("status.replicas", int_at(obj, "status.replicas").to_string())]
+        vec![(
+            "status.replicas",
+            int_at(obj, "status.replicas").to_string(),
+        )]
     }
     fn columns(&self) -> Vec<Column> {
         vec![

@@ -82,7 +82,11 @@ impl Strategy for Secrets {
         vec![
             NAME_COLUMN,
             col("Type", "string", "The type of the secret"),
-            col("Data", "integer", "The number of entries in the secret data"),
+            col(
+                "Data",
+                "integer",
+                "The number of entries in the secret data",
+            ),
             AGE_COLUMN,
         ]
     }

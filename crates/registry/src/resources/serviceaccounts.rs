@@ -36,6 +36,10 @@ impl Strategy for ServiceAccounts {
         ]
     }
     fn row(&self, obj: &Value) -> Vec<Value> {
-        vec![name_cell(obj), json!(count(obj.get("secrets"))), age_cell(obj)]
+        vec![
+            name_cell(obj),
+            json!(count(obj.get("secrets"))),
+            age_cell(obj),
+        ]
     }
 }

@@ -57,7 +57,10 @@ impl Strategy for Services {
             errs.push(FieldError::unsupported("spec.type", &json!(t), &types));
         }
         let ports = obj["spec"]["ports"].as_array();
-        if t != "ExternalName" && str_at(obj, "spec.clusterIP") != "None" && ports.is_none_or(|p| p.is_empty()) {
+        if t != "ExternalName"
+            && str_at(obj, "spec.clusterIP") != "None"
+            && ports.is_none_or(|p| p.is_empty())
+        {
             errs.push(FieldError::required("spec.ports", ""));
         }
         for (i, p) in ports.into_iter().flatten().enumerate() {
@@ -121,7 +124,11 @@ impl Strategy for Services {
         let t = str_at(obj, "spec.type");
         let mut ext: Vec<String> = obj["spec"]["externalIPs"]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default();
         if let Some(ing) = obj["status"]["loadBalancer"]["ingress"].as_array() {
             for i in ing {

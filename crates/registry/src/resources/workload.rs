@@ -19,7 +19,8 @@ pub fn validate_template(obj: &Value) -> Vec<FieldError> {
         )),
         Ok(Some(s)) => {
             if !s.matches(&labels) {
-                let shown: Vec<String> = labels.iter().map(|(k, v)| format!("{k:?}:{v:?}")).collect();
+                let shown: Vec<String> =
+                    labels.iter().map(|(k, v)| format!("{k:?}:{v:?}")).collect();
                 errs.push(FieldError {
                     reason: "FieldValueInvalid",
                     field: "spec.template.metadata.labels".into(),
@@ -83,7 +84,10 @@ mod tests {
 
     #[test]
     fn selector_strings() {
-        assert_eq!(selector_string(&json!({"matchLabels": {"app": "web"}})), "app=web");
+        assert_eq!(
+            selector_string(&json!({"matchLabels": {"app": "web"}})),
+            "app=web"
+        );
         assert_eq!(selector_string(&json!({})), "<none>");
     }
 }
