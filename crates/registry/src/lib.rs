@@ -5,9 +5,11 @@
 #![allow(clippy::result_large_err)]
 
 pub mod allocator;
+mod delete;
 pub mod kvutil;
 pub mod namespace_lifecycle;
 pub mod resources;
+mod scale;
 pub mod store;
 pub mod strategy;
 pub mod table;

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use store::Kv;
 
 use crate::kvutil::{self, store_err};
-use crate::strategy::{DeleteMode, Strategy};
+use crate::strategy::Strategy;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FieldValidation {
@@ -89,7 +89,7 @@ pub struct GenericStore {
     pub hooks: Option<Arc<dyn crate::allocator::Hooks>>,
 }
 
-const MAX_RETRIES: usize = 8;
+pub(crate) const MAX_RETRIES: usize = 8;
 
 impl GenericStore {
     pub fn new(kv: Arc<dyn Kv>, strategy: Arc<dyn Strategy>) -> Self {
@@ -100,11 +100,11 @@ impl GenericStore {
         }
     }
 
-    fn group(&self) -> &'static str {
+    pub(crate) fn group(&self) -> &'static str {
         self.strategy.info().group
     }
 
-    fn resource(&self) -> &'static str {
+    pub(crate) fn resource(&self) -> &'static str {
         self.strategy.info().resource
     }
 
@@ -122,7 +122,7 @@ impl GenericStore {
         format!("{}{name}", self.prefix(ns))
     }
 
-    fn not_found(&self, name: &str) -> ApiError {
+    pub(crate) fn not_found(&self, name: &str) -> ApiError {
         ApiError::not_found(self.group(), self.resource(), name)
     }
 
@@ -134,7 +134,7 @@ impl GenericStore {
         Ok(v)
     }
 
-    fn encode(obj: &Value) -> Vec<u8> {
+    pub(crate) fn encode(obj: &Value) -> Vec<u8> {
         let mut o = obj.clone();
         meta::remove_meta(&mut o, "resourceVersion");
         serde_json::to_vec(&o).expect("json")
@@ -171,7 +171,11 @@ impl GenericStore {
         }
     }
 
-    async fn read(&self, ns: &str, name: &str) -> Result<Option<(Value, i64)>, ApiError> {
+    pub(crate) async fn read(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<(Value, i64)>, ApiError> {
         let (kv, _) = kvutil::get(&*self.kv, self.key(ns, name).as_bytes()).await?;
         match kv {
             Some(kv) => Ok(Some((self.decode(&kv)?, kv.mod_revision))),
@@ -535,7 +539,7 @@ impl GenericStore {
 
     /// One attempt to replace `old` (at `mod_rev`) by `body`; None when another write came first.
     #[allow(clippy::too_many_arguments)]
-    async fn write_update(
+    pub(crate) async fn write_update(
         &self,
         ns: &str,
         name: &str,
@@ -700,208 +704,6 @@ impl GenericStore {
             self.resource(),
             name,
         ))
-    }
-
-    /// The autoscaling/v1 Scale of an object with `spec.replicas`.
-    pub fn scale_of(&self, obj: &Value) -> Value {
-        let md = &obj["metadata"];
-        json!({
-            "kind": "Scale",
-            "apiVersion": "autoscaling/v1",
-            "metadata": {
-                "name": md["name"], "namespace": md["namespace"], "uid": md["uid"],
-                "resourceVersion": md["resourceVersion"],
-                "creationTimestamp": md["creationTimestamp"],
-            },
-            "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(0)},
-            "status": {
-                "replicas": obj["status"]["replicas"].as_i64().unwrap_or(0),
-                "selector": self.strategy.scale_selector(obj),
-            },
-        })
-    }
-
-    fn apply_scale(&self, old: &Value, scale: &Value) -> Result<Value, ApiError> {
-        let Some(r) = scale["spec"]["replicas"].as_i64() else {
-            return Err(ApiError::invalid(
-                "autoscaling",
-                "Scale",
-                meta::name(old),
-                vec![FieldError::required("spec.replicas", "")],
-            ));
-        };
-        if r < 0 {
-            return Err(ApiError::invalid(
-                "autoscaling",
-                "Scale",
-                meta::name(old),
-                vec![FieldError::invalid(
-                    "spec.replicas",
-                    &json!(r),
-                    "must be greater than or equal to 0",
-                )],
-            ));
-        }
-        let mut new = old.clone();
-        new["spec"]["replicas"] = json!(r);
-        Ok(new)
-    }
-
-    pub async fn get_scale(&self, ns: &str, name: &str) -> Result<Value, ApiError> {
-        Ok(self.scale_of(&self.get(ns, name).await?))
-    }
-
-    pub async fn update_scale(
-        &self,
-        ns: &str,
-        name: &str,
-        scale: &Value,
-        opts: &WriteOptions,
-    ) -> Result<Value, ApiError> {
-        let rv = meta::resource_version(scale).to_string();
-        for _ in 0..MAX_RETRIES {
-            let Some((old, mod_rev)) = self.read(ns, name).await? else {
-                return Err(self.not_found(name));
-            };
-            if !rv.is_empty() && rv != mod_rev.to_string() {
-                return Err(ApiError::conflict_modified(
-                    self.group(),
-                    self.resource(),
-                    name,
-                ));
-            }
-            let new = self.apply_scale(&old, scale)?;
-            if let Some(w) = self
-                .write_update(ns, name, new, &old, mod_rev, None, opts)
-                .await?
-            {
-                return Ok(self.scale_of(&w.object));
-            }
-        }
-        Err(ApiError::conflict_modified(
-            self.group(),
-            self.resource(),
-            name,
-        ))
-    }
-
-    pub async fn delete(
-        &self,
-        ns: &str,
-        name: &str,
-        opts: &DeleteOptions,
-    ) -> Result<Deleted, ApiError> {
-        for _ in 0..MAX_RETRIES {
-            let Some((obj, mod_rev)) = self.read(ns, name).await? else {
-                return Err(self.not_found(name));
-            };
-            if let Some(uid) = &opts.precondition_uid {
-                if uid != meta::uid(&obj) {
-                    return Err(ApiError::conflict(
-                        self.group(),
-                        self.resource(),
-                        name,
-                        &format!(
-                            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                            meta::uid(&obj)
-                        ),
-                    ));
-                }
-            }
-            if let Some(rv) = &opts.precondition_rv {
-                if *rv != mod_rev.to_string() {
-                    return Err(ApiError::conflict(
-                        self.group(),
-                        self.resource(),
-                        name,
-                        &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {mod_rev}"),
-                    ));
-                }
-            }
-            let mode = self.strategy.delete_mode(&obj, opts.grace_period_seconds);
-            let has_finalizers =
-                !meta::finalizers(&obj).is_empty() || self.strategy.info().resource == "namespaces";
-            if has_finalizers || matches!(mode, DeleteMode::Graceful(_)) {
-                if meta::deletion_timestamp(&obj).is_some() && !matches!(mode, DeleteMode::Now) {
-                    return Ok(Deleted::Pending(obj));
-                }
-                if has_finalizers || matches!(mode, DeleteMode::Graceful(g) if g > 0) {
-                    let mut marked = obj.clone();
-                    let grace = match mode {
-                        DeleteMode::Graceful(g) => g,
-                        DeleteMode::Now => 0,
-                    };
-                    let when = jiff::Timestamp::now()
-                        .checked_add(jiff::SignedDuration::from_secs(grace))
-                        .unwrap_or_else(|_| jiff::Timestamp::now());
-                    if meta::deletion_timestamp(&obj).is_none() {
-                        meta::set_meta_str(
-                            &mut marked,
-                            "deletionTimestamp",
-                            &meta::format_time(when),
-                        );
-                        meta::metadata_mut(&mut marked)
-                            .insert("deletionGracePeriodSeconds".into(), json!(grace));
-                    }
-                    if self.strategy.info().resource == "namespaces" {
-                        marked["status"]["phase"] = json!("Terminating");
-                    }
-                    if opts.dry_run || marked == obj {
-                        return Ok(Deleted::Pending(marked));
-                    }
-                    let key = self.key(ns, name);
-                    if let Some(rev) =
-                        kvutil::update(&*self.kv, key.as_bytes(), mod_rev, Self::encode(&marked))
-                            .await?
-                    {
-                        meta::set_resource_version(&mut marked, rev);
-                        return Ok(Deleted::Pending(marked));
-                    }
-                    continue;
-                }
-            }
-            if opts.dry_run {
-                return Ok(Deleted::Gone(obj));
-            }
-            let key = self.key(ns, name);
-            if kvutil::delete(&*self.kv, key.as_bytes(), mod_rev)
-                .await?
-                .is_some()
-            {
-                if let Some(h) = &self.hooks {
-                    h.after_delete(&obj).await;
-                }
-                return Ok(Deleted::Gone(obj));
-            }
-        }
-        Err(ApiError::conflict_modified(
-            self.group(),
-            self.resource(),
-            name,
-        ))
-    }
-
-    /// Deletes every object a list with these options returns; the deleted objects.
-    pub async fn delete_collection(
-        &self,
-        ns: &str,
-        list: &ListOptions,
-        opts: &DeleteOptions,
-    ) -> Result<ListResult, ApiError> {
-        let mut res = self.list(ns, list).await?;
-        let mut deleted = vec![];
-        for item in &res.items {
-            match self
-                .delete(meta::namespace(item), meta::name(item), opts)
-                .await
-            {
-                Ok(Deleted::Gone(v)) | Ok(Deleted::Pending(v)) => deleted.push(v),
-                Err(e) if e.code == 404 => {}
-                Err(e) => return Err(e),
-            }
-        }
-        res.items = deleted;
-        Ok(res)
     }
 }
 
