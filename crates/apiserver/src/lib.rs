@@ -72,6 +72,8 @@ pub struct ApiserverArgs {
 /// What every request handler shares.
 pub struct State {
     pub registry: Arc<Registry>,
+    /// OpenAPI v3 documents by group-version path, built on first use.
+    pub openapi: std::sync::Mutex<std::collections::HashMap<String, Option<Bytes>>>,
     pub metrics: metrics::Metrics,
     pub address: String,
 }
@@ -147,6 +149,7 @@ pub async fn serve_with(
     let address = listener.local_addr()?.to_string();
     let state = Arc::new(State {
         registry,
+        openapi: Default::default(),
         metrics: metrics::Metrics::new(),
         address,
     });
@@ -253,6 +256,31 @@ async fn health(state: &State, uri: &Uri, what: &str) -> Response {
     text(code, if ok { "ok" } else { "not ok" })
 }
 
+fn openapi_doc(state: &State, group: &str, version: &str) -> Response {
+    let key = format!("{group}/{version}");
+    let doc = {
+        let mut cache = state.openapi.lock().expect("openapi cache");
+        cache
+            .entry(key)
+            .or_insert_with(|| {
+                openapi::group_version(&state.registry, group, version)
+                    .map(|d| Bytes::from(serde_json::to_vec(&d).expect("json")))
+            })
+            .clone()
+    };
+    match doc {
+        Some(d) => {
+            let mut r = Response::new(Body::from(d));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        None => error_response(&ApiError::path_not_found()),
+    }
+}
+
 fn aggregated(v: &serde_json::Value) -> Response {
     let mut r = json_response(200, v);
     r.headers_mut().insert(
@@ -296,14 +324,8 @@ async fn dispatch(
             r
         }
         (Method::GET, ["openapi", "v3"]) => json_response(200, &openapi::index(reg)),
-        (Method::GET, ["openapi", "v3", "api", v]) => match openapi::group_version(reg, "", v) {
-            Some(d) => json_response(200, &d),
-            None => error_response(&ApiError::path_not_found()),
-        },
-        (Method::GET, ["openapi", "v3", "apis", g, v]) => match openapi::group_version(reg, g, v) {
-            Some(d) => json_response(200, &d),
-            None => error_response(&ApiError::path_not_found()),
-        },
+        (Method::GET, ["openapi", "v3", "api", v]) => openapi_doc(&state, "", v),
+        (Method::GET, ["openapi", "v3", "apis", g, v]) => openapi_doc(&state, g, v),
         (Method::GET, ["api"]) if negotiate::wants_aggregated(&headers) => {
             aggregated(&discovery::aggregated(reg, true))
         }

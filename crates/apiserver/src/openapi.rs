@@ -1,13 +1,40 @@
-//! OpenAPI v3, as much as kubectl needs today: the index of group versions and, per group version,
-//! each resource's paths with `x-kubernetes-group-version-kind` and the `fieldValidation` and
-//! `dryRun` parameters, so kubectl leaves field validation to the server. Schemas are not yet
-//! published (so `kubectl explain` does not work yet). `/openapi/v2` answers 404, which kubectl
+//! OpenAPI v3: the index of group versions and, per group version, each resource's paths with
+//! `x-kubernetes-group-version-kind` and the `fieldValidation` and `dryRun` parameters (so kubectl
+//! leaves field validation to the server), and the schemas of the kinds (from k8s-openapi's schemars
+//! impls, named as upstream's, e.g. `io.k8s.api.core.v1.Pod`) for `kubectl explain`. `/openapi/v2` answers 404, which kubectl
 //! `/openapi/v2` is an empty document (gnostic protobuf, as client-go asks for it): kubectl up to
 //! 1.28 insists on fetching it, finds no schema for a kind, skips client-side validation and
 //! computes patches from its built-in types.
 
+use k8s_openapi::api::{apps, coordination, core};
 use registry::Registry;
+use schemars::generate::{SchemaGenerator, SchemaSettings};
+use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
+
+/// Adds `T`'s schema (and everything it refers to) to the generator; its schema name.
+fn add<T: JsonSchema>(g: &mut SchemaGenerator) -> String {
+    g.subschema_for::<T>();
+    T::schema_name().into_owned()
+}
+
+/// The schema name of a served kind, its schema added to the generator.
+fn schema_of(group: &str, kind: &str, g: &mut SchemaGenerator) -> Option<String> {
+    Some(match (group, kind) {
+        ("", "Namespace") => add::<core::v1::Namespace>(g),
+        ("", "ConfigMap") => add::<core::v1::ConfigMap>(g),
+        ("", "Secret") => add::<core::v1::Secret>(g),
+        ("", "ServiceAccount") => add::<core::v1::ServiceAccount>(g),
+        ("", "Pod") => add::<core::v1::Pod>(g),
+        ("", "Service") => add::<core::v1::Service>(g),
+        ("", "Node") => add::<core::v1::Node>(g),
+        ("", "Event") => add::<core::v1::Event>(g),
+        ("coordination.k8s.io", "Lease") => add::<coordination::v1::Lease>(g),
+        ("apps", "Deployment") => add::<apps::v1::Deployment>(g),
+        ("apps", "ReplicaSet") => add::<apps::v1::ReplicaSet>(g),
+        _ => return None,
+    })
+}
 
 fn gv_path(group: &str, version: &str) -> String {
     if group.is_empty() {
@@ -52,10 +79,15 @@ fn op(action: &str, gvk: &Value, with_params: bool) -> Value {
 /// The OpenAPI v3 document of one group version; None when it is not served.
 pub fn group_version(reg: &Registry, group: &str, version: &str) -> Option<Value> {
     let mut paths = Map::new();
+    let mut g = SchemaSettings::openapi3().into_generator();
+    let mut kinds = vec![];
     for s in reg.stores() {
         let i = s.strategy.info();
         if i.group != group || i.version != version {
             continue;
+        }
+        if let Some(name) = schema_of(i.group, i.kind, &mut g) {
+            kinds.push((name, i));
         }
         let gvk = json!({"group": i.group, "version": i.version, "kind": i.kind});
         let base = format!("/{}", gv_path(group, version));
@@ -78,11 +110,20 @@ pub fn group_version(reg: &Registry, group: &str, version: &str) -> Option<Value
     if paths.is_empty() {
         return None;
     }
+    let mut schemas = g.take_definitions(true);
+    for (name, i) in kinds {
+        if let Some(Value::Object(s)) = schemas.get_mut(&name) {
+            s.insert(
+                "x-kubernetes-group-version-kind".into(),
+                json!([{"group": i.group, "version": i.version, "kind": i.kind}]),
+            );
+        }
+    }
     Some(json!({
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": crate::GIT_VERSION},
         "paths": paths,
-        "components": {"schemas": {}},
+        "components": {"schemas": schemas},
     }))
 }
 

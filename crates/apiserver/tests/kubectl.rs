@@ -148,6 +148,12 @@ fn namespaces_configmaps_labels_patches_and_errors_with(c: &Cluster) {
 
     let e = c.fails(&["create", "cm", "Bad_Name", "-n", "demo"]);
     assert!(e.contains("ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"), "{e}");
+    let bad = c.file(
+        "bad.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bad\n  namespace: demo\nfoo: 1\n",
+    );
+    let e = c.fails(&["apply", "-f", &bad, "--validate=strict"]);
+    assert!(e.contains("unknown field \"foo\""), "{e}");
     let e = c.fails(&["create", "cm", "x", "-n", "nowhere"]);
     assert!(e.contains("namespaces \"nowhere\" not found"), "{e}");
 
@@ -336,6 +342,12 @@ fn discovery_version_and_health_with(c: &Cluster) {
     assert!(m.contains("apiserver_request_total"), "{m}");
     let ns = rows(&c.ok(&["get", "ns", "-o", "name"]));
     assert_eq!(ns.len(), 4, "{ns:?}");
+    let ex = c.ok(&["explain", "deployment.spec.replicas"]);
+    assert!(ex.contains("KIND:       Deployment"), "{ex}");
+    assert!(ex.contains("FIELD: replicas <integer>"), "{ex}");
+    assert!(ex.contains("Number of desired pods."), "{ex}");
+    let ex = c.ok(&["explain", "pods.spec.containers"]);
+    assert!(ex.contains("FIELD: containers <[]Container>"), "{ex}");
 }
 
 #[test]

@@ -384,7 +384,10 @@ impl GenericStore {
             .collect();
         if fv == FieldValidation::Strict {
             return Err(ApiError::bad_request(format!(
-                "strict decoding error: {}",
+                "{} in version {:?} cannot be handled as a {}: strict decoding error: {}",
+                info.kind,
+                info.version,
+                info.kind,
                 msgs.join(", ")
             )));
         }
