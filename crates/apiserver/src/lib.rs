@@ -64,9 +64,19 @@ pub struct ApiserverArgs {
     /// CIDR to allocate Service cluster IPs from.
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cluster_ip_range: String,
+    /// How often to compact the store's history (0 turns it off), as kube-apiserver does.
+    #[arg(long, default_value = "5m", value_parser = parse_interval)]
+    pub etcd_compaction_interval: std::time::Duration,
     /// Port range to allocate NodePorts from.
     #[arg(long, default_value = "30000-32767")]
     pub service_node_port_range: String,
+}
+
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    if s.trim() == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    store::config::parse_duration(s)
 }
 
 /// What every request handler shares.
@@ -87,7 +97,47 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(%addr, "kybern apiserver serving plain HTTP (no TLS, no authentication yet)");
+    if !args.etcd_compaction_interval.is_zero() {
+        tokio::spawn(compactor(kv.clone(), args.etcd_compaction_interval));
+    }
     serve_with(kv, listener, opts).await
+}
+
+/// Every `every`, compacts the store up to the revision it had one period earlier, so watchers and
+/// paged lists keep at least one period of history (upstream's --etcd-compaction-interval).
+pub async fn compactor(kv: Arc<dyn Kv>, every: std::time::Duration) {
+    let mut previous = 0i64;
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let rev = match kv
+            .range(etcd_api::PbRangeRequest {
+                key: b"compact_rev_key".to_vec(),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(r) => r.header.map(|h| h.revision).unwrap_or(0),
+            Err(e) => {
+                tracing::warn!("compaction: cannot read the revision: {}", e.message());
+                continue;
+            }
+        };
+        if previous > 0 {
+            match kv
+                .compact(etcd_api::PbCompactionRequest {
+                    revision: previous,
+                    physical: false,
+                })
+                .await
+            {
+                Ok(_) => tracing::info!(revision = previous, "compacted the store"),
+                Err(e) if e.message().contains("compacted") => {}
+                Err(e) => tracing::warn!(revision = previous, "compaction failed: {}", e.message()),
+            }
+        }
+        previous = rev;
+    }
 }
 
 fn registry_options(args: &ApiserverArgs) -> anyhow::Result<RegistryOptions> {
