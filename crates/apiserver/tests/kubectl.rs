@@ -445,6 +445,29 @@ fn services_and_pods_with(c: &Cluster) {
     );
 }
 
+#[test]
+fn two_apiservers_on_one_store() {
+    let Some(kubectl) = common::kubectl_binary() else {
+        return;
+    };
+    let cs = Cluster::start_many(kubectl, 2);
+    let (a, b) = (&cs[0], &cs[1]);
+    let (mut child, rx) = b.stream(&["get", "cm", "--watch"]);
+    a.ok(&["create", "cm", "from-a", "--from-literal=k=v"]);
+    wait_line(&rx, &["from-a", "1"]);
+    assert_eq!(
+        b.ok(&["get", "cm", "from-a", "-o", "jsonpath={.data.k}"]),
+        "v"
+    );
+    a.ok(&["create", "service", "clusterip", "sa", "--tcp=80"]);
+    b.ok(&["create", "service", "clusterip", "sb", "--tcp=80"]);
+    let ip_a = a.ok(&["get", "svc", "sa", "-o", "jsonpath={.spec.clusterIP}"]);
+    let ip_b = a.ok(&["get", "svc", "sb", "-o", "jsonpath={.spec.clusterIP}"]);
+    assert_ne!(ip_a, ip_b);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// The same scenarios with every other kubectl on the machine (1.27 to 1.32).
 #[test]
 fn every_installed_kubectl_version() {

@@ -53,19 +53,41 @@ impl Cluster {
 
     /// Starts a server to be driven by this kubectl binary.
     pub fn start_with(kubectl: PathBuf) -> Option<Cluster> {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
+        Self::start_many(kubectl, 1).pop()
+    }
+
+    /// Starts `n` API servers on one embedded store, each with its own kubeconfig.
+    pub fn start_many(kubectl: PathBuf, n: usize) -> Vec<Cluster> {
+        let base = tempfile::tempdir().unwrap();
+        let data = base.path().join("data");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async move {
                 let m = store::Member::start(&data, store::Settings::default()).unwrap();
-                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(l.local_addr().unwrap()).unwrap();
-                apiserver::serve(m, l).await.unwrap();
+                let mut servers = vec![];
+                for _ in 0..n {
+                    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                    tx.send(l.local_addr().unwrap()).unwrap();
+                    servers.push(tokio::spawn(apiserver::serve(m.clone(), l)));
+                }
+                for s in servers {
+                    s.await.unwrap().unwrap();
+                }
             });
         });
-        let addr = rx.recv_timeout(TIMEOUT).expect("server started");
+        let mut out = vec![];
+        let mut base = Some(base);
+        for _ in 0..n {
+            let addr = rx.recv_timeout(TIMEOUT).expect("server started");
+            // The first cluster owns the store's directory; the others get their own.
+            let dir = base.take().unwrap_or_else(|| tempfile::tempdir().unwrap());
+            out.push(Self::connect(kubectl.clone(), dir, addr));
+        }
+        out
+    }
+
+    fn connect(kubectl: PathBuf, dir: tempfile::TempDir, addr: std::net::SocketAddr) -> Cluster {
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::write(
             &kubeconfig,
@@ -88,7 +110,7 @@ impl Cluster {
             assert!(Instant::now() < deadline, "server never became ready");
             std::thread::sleep(Duration::from_millis(100));
         }
-        Some(c)
+        c
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
