@@ -67,6 +67,9 @@ pub struct ApiserverArgs {
     /// How often to compact the store's history (0 turns it off), as kube-apiserver does.
     #[arg(long, default_value = "5m", value_parser = parse_interval)]
     pub etcd_compaction_interval: std::time::Duration,
+    /// How long events are kept after their last update.
+    #[arg(long, default_value = "1h", value_parser = parse_interval)]
+    pub event_ttl: std::time::Duration,
     /// Port range to allocate NodePorts from.
     #[arg(long, default_value = "30000-32767")]
     pub service_node_port_range: String,
@@ -155,6 +158,7 @@ fn registry_options(args: &ApiserverArgs) -> anyhow::Result<RegistryOptions> {
     let opts = RegistryOptions {
         service_cluster_ip_range: args.service_cluster_ip_range.clone(),
         service_node_port_range: (lo, hi),
+        event_ttl: args.event_ttl,
     };
     Registry::kubernetes_service_ip(&opts)
         .map_err(|e| anyhow::anyhow!("--service-cluster-ip-range: {e}"))?;

@@ -61,11 +61,12 @@ fn cmp(key: &[u8], target: i32, result: i32, union: PbTargetUnion) -> PbCompare 
     }
 }
 
-fn put_op(key: &[u8], value: Vec<u8>) -> PbTxnRequestOp {
+fn put_op(key: &[u8], value: Vec<u8>, lease: i64) -> PbTxnRequestOp {
     PbTxnRequestOp {
         request: Some(PbTxnOpRequest::RequestPut(PbPutRequest {
             key: key.to_vec(),
             value,
+            lease,
             ..Default::default()
         })),
     }
@@ -82,6 +83,16 @@ fn txn_put_rev(r: &PbTxnResponse) -> i64 {
 
 /// Writes `value` only if `key` does not exist; Some(revision) when written.
 pub async fn create(kv: &dyn Kv, key: &[u8], value: Vec<u8>) -> Result<Option<i64>, ApiError> {
+    create_with_lease(kv, key, value, 0).await
+}
+
+/// `create`, the key attached to `lease` (0: none).
+pub async fn create_with_lease(
+    kv: &dyn Kv,
+    key: &[u8],
+    value: Vec<u8>,
+    lease: i64,
+) -> Result<Option<i64>, ApiError> {
     let r = kv
         .txn(PbTxnRequest {
             compare: vec![cmp(
@@ -90,7 +101,7 @@ pub async fn create(kv: &dyn Kv, key: &[u8], value: Vec<u8>) -> Result<Option<i6
                 compare_result::EQUAL,
                 PbTargetUnion::CreateRevision(0),
             )],
-            success: vec![put_op(key, value)],
+            success: vec![put_op(key, value, lease)],
             failure: vec![],
         })
         .await
@@ -105,6 +116,17 @@ pub async fn update(
     mod_rev: i64,
     value: Vec<u8>,
 ) -> Result<Option<i64>, ApiError> {
+    update_with_lease(kv, key, mod_rev, value, 0).await
+}
+
+/// `update`, the key attached to `lease` (0: none).
+pub async fn update_with_lease(
+    kv: &dyn Kv,
+    key: &[u8],
+    mod_rev: i64,
+    value: Vec<u8>,
+    lease: i64,
+) -> Result<Option<i64>, ApiError> {
     let r = kv
         .txn(PbTxnRequest {
             compare: vec![cmp(
@@ -113,7 +135,7 @@ pub async fn update(
                 compare_result::EQUAL,
                 PbTargetUnion::ModRevision(mod_rev),
             )],
-            success: vec![put_op(key, value)],
+            success: vec![put_op(key, value, lease)],
             failure: vec![],
         })
         .await
@@ -153,5 +175,34 @@ mod tests {
             b"/registry/pods0".to_vec()
         );
         assert_eq!(super::prefix_end(b"a\xff"), b"b".to_vec());
+    }
+}
+
+/// Leases for objects that expire (events): one lease is shared by the writes of a minute, as
+/// upstream's lease manager does, so a busy cluster does not hold a lease per event.
+#[derive(Default)]
+pub struct LeaseCache {
+    cur: parking_lot::Mutex<Option<(i64, std::time::Instant)>>,
+}
+
+const LEASE_REUSE: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl LeaseCache {
+    /// A lease that lives at least `ttl` seconds from now.
+    pub async fn lease(&self, kv: &dyn Kv, ttl: i64) -> Result<i64, ApiError> {
+        if let Some((id, at)) = *self.cur.lock() {
+            if at.elapsed() < LEASE_REUSE {
+                return Ok(id);
+            }
+        }
+        let r = kv
+            .lease_grant(PbLeaseGrantRequest {
+                ttl: ttl + LEASE_REUSE.as_secs() as i64,
+                id: 0,
+            })
+            .await
+            .map_err(store_err)?;
+        *self.cur.lock() = Some((r.id, std::time::Instant::now()));
+        Ok(r.id)
     }
 }

@@ -35,6 +35,8 @@ pub struct Registry {
 pub struct RegistryOptions {
     pub service_cluster_ip_range: String,
     pub service_node_port_range: (u16, u16),
+    /// How long events are kept after their last write (`--event-ttl`).
+    pub event_ttl: std::time::Duration,
 }
 
 impl Default for RegistryOptions {
@@ -42,6 +44,7 @@ impl Default for RegistryOptions {
         RegistryOptions {
             service_cluster_ip_range: "10.96.0.0/12".into(),
             service_node_port_range: (30000, 32767),
+            event_ttl: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -65,8 +68,10 @@ impl Registry {
             .into_iter()
             .map(|s| {
                 let mut g = GenericStore::new(kv.clone(), s);
-                if g.strategy.info().resource == "services" {
-                    g.hooks = Some(services.clone());
+                match g.strategy.info().resource {
+                    "services" => g.hooks = Some(services.clone()),
+                    "events" => g.ttl_seconds = Some(opts.event_ttl.as_secs().max(1) as i64),
+                    _ => {}
                 }
                 g
             })

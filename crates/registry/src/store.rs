@@ -87,6 +87,9 @@ pub struct GenericStore {
     pub strategy: Arc<dyn Strategy>,
     /// Allocation around writes (Service IPs and ports), when the resource needs it.
     pub hooks: Option<Arc<dyn crate::allocator::Hooks>>,
+    /// Objects of this resource expire this many seconds after their last write (events).
+    pub ttl_seconds: Option<i64>,
+    pub(crate) leases: Arc<kvutil::LeaseCache>,
 }
 
 pub(crate) const MAX_RETRIES: usize = 8;
@@ -97,6 +100,8 @@ impl GenericStore {
             kv,
             strategy,
             hooks: None,
+            ttl_seconds: None,
+            leases: Default::default(),
         }
     }
 
@@ -106,6 +111,13 @@ impl GenericStore {
 
     pub(crate) fn resource(&self) -> &'static str {
         self.strategy.info().resource
+    }
+
+    async fn lease(&self) -> Result<i64, ApiError> {
+        match self.ttl_seconds {
+            Some(ttl) => self.leases.lease(&*self.kv, ttl).await,
+            None => Ok(0),
+        }
     }
 
     /// `/registry/<prefix>/` or `/registry/<prefix>/<ns>/` (the list and watch range).
@@ -456,7 +468,10 @@ impl GenericStore {
         }
         for _ in 0..MAX_RETRIES {
             let key = self.key(&ns, meta::name(&obj));
-            let res = kvutil::create(&*self.kv, key.as_bytes(), Self::encode(&obj)).await;
+            let lease = self.lease().await?;
+            let res =
+                kvutil::create_with_lease(&*self.kv, key.as_bytes(), Self::encode(&obj), lease)
+                    .await;
             if res.is_err() || matches!(res, Ok(None)) {
                 if let Some(h) = &self.hooks {
                     h.undo_create(&obj).await;
@@ -635,7 +650,16 @@ impl GenericStore {
                 None => Ok(None),
             };
         }
-        match kvutil::update(&*self.kv, key.as_bytes(), mod_rev, Self::encode(&new)).await? {
+        let lease = self.lease().await?;
+        match kvutil::update_with_lease(
+            &*self.kv,
+            key.as_bytes(),
+            mod_rev,
+            Self::encode(&new),
+            lease,
+        )
+        .await?
+        {
             Some(rev) => {
                 meta::set_resource_version(&mut new, rev);
                 Ok(Some(Written {

@@ -441,3 +441,38 @@ async fn next(rx: &mut registry::watch::EventStream) -> registry::WatchEvent {
         .unwrap()
         .unwrap()
 }
+
+#[tokio::test]
+async fn events_are_stored_with_a_lease() {
+    let (_d, r) = registry().await;
+    let ev = r.lookup("", "v1", "events").unwrap();
+    let obj = json!({"metadata": {"name": "e1"}, "involvedObject": {"kind": "Pod", "name": "p"},
+        "reason": "Started", "message": "hi", "type": "Normal"});
+    ev.create("default", obj, &WriteOptions::default())
+        .await
+        .unwrap();
+    let kv =
+        r.kv.range(etcd_api::PbRangeRequest {
+            key: b"/registry/events/default/e1".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_ne!(kv.kvs[0].lease, 0);
+    let cms = r.lookup("", "v1", "configmaps").unwrap();
+    cms.create(
+        "default",
+        json!({"metadata": {"name": "c"}}),
+        &WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    let kv =
+        r.kv.range(etcd_api::PbRangeRequest {
+            key: b"/registry/configmaps/default/c".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(kv.kvs[0].lease, 0);
+}
