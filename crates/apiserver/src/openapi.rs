@@ -6,7 +6,7 @@
 //! 1.28 insists on fetching it, finds no schema for a kind, skips client-side validation and
 //! computes patches from its built-in types.
 
-use k8s_openapi::api::{apps, coordination, core};
+use k8s_openapi::api::{apps, batch, coordination, core, networking};
 use registry::Registry;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::JsonSchema;
@@ -32,6 +32,13 @@ fn schema_of(group: &str, kind: &str, g: &mut SchemaGenerator) -> Option<String>
         ("coordination.k8s.io", "Lease") => add::<coordination::v1::Lease>(g),
         ("apps", "Deployment") => add::<apps::v1::Deployment>(g),
         ("apps", "ReplicaSet") => add::<apps::v1::ReplicaSet>(g),
+        ("apps", "DaemonSet") => add::<apps::v1::DaemonSet>(g),
+        ("apps", "StatefulSet") => add::<apps::v1::StatefulSet>(g),
+        ("", "Endpoints") => add::<core::v1::Endpoints>(g),
+        ("", "ReplicationController") => add::<core::v1::ReplicationController>(g),
+        ("batch", "Job") => add::<batch::v1::Job>(g),
+        ("networking.k8s.io", "Ingress") => add::<networking::v1::Ingress>(g),
+        ("networking.k8s.io", "IngressClass") => add::<networking::v1::IngressClass>(g),
         _ => return None,
     })
 }

@@ -331,7 +331,10 @@ fn discovery_version_and_health_with(c: &Cluster) {
     let leases = ar.iter().find(|r| r[0] == "leases").expect("leases");
     assert_eq!(leases[1..], ["coordination.k8s.io/v1", "true", "Lease"]);
     let v = c.ok(&["api-versions"]);
-    assert_eq!(v, "apps/v1\ncoordination.k8s.io/v1\nv1\n");
+    assert_eq!(
+        v,
+        "apps/v1\nbatch/v1\ncoordination.k8s.io/v1\nnetworking.k8s.io/v1\nv1\n"
+    );
     let ver = c.ok(&["version"]);
     assert!(ver.contains("v1.33.0-kybern"), "{ver}");
     assert_eq!(
@@ -468,6 +471,119 @@ fn two_apiservers_on_one_store() {
     let _ = child.wait();
 }
 
+const WORKLOADS: &str = "apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: ds1}
+spec:
+  selector: {matchLabels: {app: ds1}}
+  template:
+    metadata: {labels: {app: ds1}}
+    spec: {containers: [{name: c, image: busybox}]}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: sts1}
+spec:
+  serviceName: sts1
+  replicas: 2
+  selector: {matchLabels: {app: sts1}}
+  template:
+    metadata: {labels: {app: sts1}}
+    spec: {containers: [{name: c, image: busybox}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: ing1}
+spec:
+  rules:
+  - host: example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+---
+apiVersion: v1
+kind: ReplicationController
+metadata: {name: rc1}
+spec:
+  replicas: 1
+  template:
+    metadata: {labels: {app: rc1}}
+    spec: {containers: [{name: c, image: busybox}]}
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: ep1}
+subsets:
+- addresses: [{ip: 10.0.0.1}, {ip: 10.0.0.2}]
+  ports: [{port: 80}]
+";
+
+#[test]
+fn more_workloads() {
+    if let Some(c) = Cluster::start() {
+        more_workloads_with(&c);
+    }
+}
+
+fn more_workloads_with(c: &Cluster) {
+    let f = c.file("workloads.yaml", WORKLOADS);
+    let out = c.ok(&["apply", "-f", &f]);
+    assert_eq!(
+        out,
+        "daemonset.apps/ds1 created\nstatefulset.apps/sts1 created\ningress.networking.k8s.io/ing1 created\nreplicationcontroller/rc1 created\nendpoints/ep1 created\n"
+    );
+    let ds = rows(&c.ok(&["get", "ds"]));
+    assert_eq!(
+        ds[0],
+        [
+            "NAME",
+            "DESIRED",
+            "CURRENT",
+            "READY",
+            "UP-TO-DATE",
+            "AVAILABLE",
+            "NODE",
+            "SELECTOR",
+            "AGE"
+        ]
+    );
+    assert_eq!(rows(&c.ok(&["get", "sts"]))[1][0..2], ["sts1", "0/2"]);
+    assert_eq!(
+        c.ok(&["scale", "sts", "sts1", "--replicas=3"]),
+        "statefulset.apps/sts1 scaled\n"
+    );
+    assert_eq!(rows(&c.ok(&["get", "sts"]))[1][0..2], ["sts1", "0/3"]);
+    assert_eq!(
+        rows(&c.ok(&["get", "ing"]))[1][0..3],
+        ["ing1", "<none>", "example.com"]
+    );
+    assert_eq!(rows(&c.ok(&["get", "rc"]))[1][0..2], ["rc1", "1"]);
+    assert_eq!(
+        rows(&c.ok(&["get", "ep", "ep1"]))[1][0..2],
+        ["ep1", "10.0.0.1:80,10.0.0.2:80"]
+    );
+    assert_eq!(
+        c.ok(&["create", "job", "j1", "--image=busybox", "--", "echo", "hi"]),
+        "job.batch/j1 created\n"
+    );
+    let j = rows(&c.ok(&["get", "jobs"]));
+    assert_eq!(j[0], ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"]);
+    assert_eq!(j[1][0..3], ["j1", "Running", "0/1"]);
+    let all = c.ok(&["get", "all", "-o", "name"]);
+    for want in [
+        "service/kubernetes",
+        "daemonset.apps/ds1",
+        "statefulset.apps/sts1",
+        "replicationcontroller/rc1",
+        "job.batch/j1",
+    ] {
+        assert!(all.contains(want), "{want} missing from {all}");
+    }
+    assert!(c
+        .ok(&["delete", "-f", &f])
+        .contains("daemonset.apps \"ds1\" deleted"));
+}
+
 /// The same scenarios with every other kubectl on the machine (1.27 to 1.32).
 #[test]
 fn every_installed_kubectl_version() {
@@ -482,6 +598,7 @@ fn every_installed_kubectl_version() {
             watch_sees_an_update_with,
             discovery_version_and_health_with,
             services_and_pods_with,
+            more_workloads_with,
         ] {
             let c = Cluster::start_with(path.clone().into()).expect("server");
             scenario(&c);

@@ -5,16 +5,23 @@ use std::sync::Arc;
 use crate::strategy::Strategy;
 
 pub mod configmaps;
+pub mod daemonsets;
 pub mod deployments;
+pub mod endpoints;
 pub mod events;
+pub mod ingressclasses;
+pub mod ingresses;
+pub mod jobs;
 pub mod leases;
 pub mod namespaces;
 pub mod nodes;
 pub mod pods;
 pub mod replicasets;
+pub mod replicationcontrollers;
 pub mod secrets;
 pub mod serviceaccounts;
 pub mod services;
+pub mod statefulsets;
 pub mod workload;
 
 /// Every resource this server serves.
@@ -26,11 +33,18 @@ pub fn all() -> Vec<Arc<dyn Strategy>> {
         Arc::new(serviceaccounts::ServiceAccounts),
         Arc::new(pods::Pods),
         Arc::new(services::Services),
+        Arc::new(endpoints::Endpoints),
+        Arc::new(replicationcontrollers::ReplicationControllers),
         Arc::new(nodes::Nodes),
         Arc::new(events::Events),
         Arc::new(leases::Leases),
         Arc::new(deployments::Deployments),
         Arc::new(replicasets::ReplicaSets),
+        Arc::new(daemonsets::DaemonSets),
+        Arc::new(statefulsets::StatefulSets),
+        Arc::new(jobs::Jobs),
+        Arc::new(ingresses::Ingresses),
+        Arc::new(ingressclasses::IngressClasses),
     ]
 }
 

@@ -91,3 +91,15 @@ mod tests {
         assert_eq!(selector_string(&json!({})), "<none>");
     }
 }
+
+/// spec.selector of a workload cannot change.
+pub fn selector_immutable(new: &Value, old: &Value) -> Vec<FieldError> {
+    if new["spec"]["selector"] != old["spec"]["selector"] {
+        return vec![FieldError::invalid(
+            "spec.selector",
+            &new["spec"]["selector"],
+            "field is immutable",
+        )];
+    }
+    vec![]
+}
