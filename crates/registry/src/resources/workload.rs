@@ -77,6 +77,18 @@ pub fn images_and_containers(obj: &Value) -> (String, String) {
     (names.join(","), images.join(","))
 }
 
+/// spec.selector of a workload cannot change.
+pub fn selector_immutable(new: &Value, old: &Value) -> Vec<FieldError> {
+    if new["spec"]["selector"] != old["spec"]["selector"] {
+        return vec![FieldError::invalid(
+            "spec.selector",
+            &new["spec"]["selector"],
+            "field is immutable",
+        )];
+    }
+    vec![]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,16 +102,4 @@ mod tests {
         );
         assert_eq!(selector_string(&json!({})), "<none>");
     }
-}
-
-/// spec.selector of a workload cannot change.
-pub fn selector_immutable(new: &Value, old: &Value) -> Vec<FieldError> {
-    if new["spec"]["selector"] != old["spec"]["selector"] {
-        return vec![FieldError::invalid(
-            "spec.selector",
-            &new["spec"]["selector"],
-            "field is immutable",
-        )];
-    }
-    vec![]
 }
