@@ -5,6 +5,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod continuation;
+pub mod fieldset;
 pub mod meta;
 pub mod patch;
 pub mod selector;

@@ -42,10 +42,21 @@ impl Query {
         }
     }
 
-    pub fn write(&self) -> Result<WriteOptions, ApiError> {
+    /// Write options; the field manager defaults to the User-Agent's product, as upstream.
+    pub fn write(&self, user_agent: &str) -> Result<WriteOptions, ApiError> {
+        let mut field_manager = self.get("fieldManager").to_string();
+        if field_manager.len() > 128 {
+            return Err(ApiError::bad_request(
+                "fieldManager: Too long: may not be more than 128 bytes",
+            ));
+        }
+        if field_manager.is_empty() {
+            field_manager = user_agent.split('/').next().unwrap_or("").to_string();
+        }
         Ok(WriteOptions {
             dry_run: self.dry_run()?,
             field_validation: FieldValidation::parse(self.get("fieldValidation"))?,
+            field_manager,
         })
     }
 

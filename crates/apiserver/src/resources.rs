@@ -131,6 +131,11 @@ pub async fn handle(
     let ns = t.namespace.as_str();
     let sub = t.subresource.as_deref();
     let info = store.strategy.info();
+    let ua = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     match (&method, t.name.as_deref()) {
         (&Method::GET, None) if q.flag("watch") => watch(store, ns, &q, out).await,
         (&Method::GET, None) => {
@@ -154,13 +159,13 @@ pub async fn handle(
                 return Err(ApiError::method_not_allowed());
             }
             let obj = negotiate::decode_body(&headers, &body)?;
-            let w = store.create(ns, obj, &q.write()?).await?;
+            let w = store.create(ns, obj, &q.write(&ua)?).await?;
             let r = negotiate::respond(201, &object_body(store, &w.object, &q, out), out);
             Ok(negotiate::with_warnings(r, &w.warnings))
         }
         (&Method::PUT, Some(name)) => {
             let obj = negotiate::decode_body(&headers, &body)?;
-            let opts = q.write()?;
+            let opts = q.write(&ua)?;
             if sub == Some("scale") {
                 let s = store.update_scale(ns, name, &obj, &opts).await?;
                 return Ok(negotiate::respond(200, &s, out));
@@ -179,7 +184,24 @@ pub async fn handle(
                 return Err(ApiError::unsupported_media_type(ct));
             };
             let patch = negotiate::decode_body(&headers, &body)?;
-            let w = store.patch(ns, name, pt, &patch, sub, &q.write()?).await?;
+            let opts = q.write(&ua)?;
+            let w = if pt == PatchType::Apply {
+                if sub.is_some() {
+                    return Err(ApiError::bad_request(
+                        "server-side apply of subresources is not supported yet",
+                    ));
+                }
+                let manager = q.get("fieldManager");
+                store
+                    .apply(ns, name, patch, manager, q.flag("force"), &opts)
+                    .await?
+            } else {
+                store.patch(ns, name, pt, &patch, sub, &opts).await?
+            };
+            if w.created {
+                let r = negotiate::respond(201, &object_body(store, &w.object, &q, out), out);
+                return Ok(negotiate::with_warnings(r, &w.warnings));
+            }
             let obj = if sub == Some("scale") {
                 store.scale_of(&w.object)
             } else {

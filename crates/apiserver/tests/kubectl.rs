@@ -471,6 +471,91 @@ fn two_apiservers_on_one_store() {
     let _ = child.wait();
 }
 
+#[test]
+fn server_side_apply_with_a_conflict() {
+    if let Some(c) = Cluster::start() {
+        server_side_apply_with_a_conflict_with(&c);
+    }
+}
+
+fn server_side_apply_with_a_conflict_with(c: &Cluster) {
+    c.ok(&["create", "namespace", "demo"]);
+    let tiered = DEPLOYMENT.replace(
+        "    app: web\nspec:",
+        "    app: web\n    tier: front\nspec:",
+    );
+    assert!(tiered.contains("tier: front"));
+    let f = c.file("deploy.yaml", &tiered);
+    assert_eq!(
+        c.ok(&["apply", "--server-side", "-f", &f]),
+        "deployment.apps/web serverside-applied\n"
+    );
+    assert_eq!(
+        c.ok(&["apply", "--server-side", "-f", &f]),
+        "deployment.apps/web serverside-applied\n"
+    );
+    let mf = c.ok(&[
+        "get",
+        "deploy",
+        "web",
+        "-n",
+        "demo",
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={.metadata.managedFields[0].manager} {.metadata.managedFields[0].operation}",
+    ]);
+    assert_eq!(mf, "kubectl Apply");
+    let other = c.file(
+        "deploy7.yaml",
+        &DEPLOYMENT.replace("replicas: 2", "replicas: 7"),
+    );
+    let e = c.fails(&[
+        "apply",
+        "--server-side",
+        "--field-manager=other",
+        "-f",
+        &other,
+    ]);
+    assert!(
+        e.contains("Apply failed with 1 conflict: conflict with \"kubectl\": .spec.replicas"),
+        "{e}"
+    );
+    c.ok(&[
+        "apply",
+        "--server-side",
+        "--field-manager=other",
+        "--force-conflicts",
+        "-f",
+        &other,
+    ]);
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ]),
+        "7"
+    );
+    // A field only the first manager applied, and no longer does, is removed; co-owned ones stay.
+    c.ok(&["apply", "--server-side", "-f", &other]);
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.metadata.labels}"
+        ]),
+        r#"{"app":"web"}"#
+    );
+}
+
 const WORKLOADS: &str = "apiVersion: apps/v1
 kind: DaemonSet
 metadata: {name: ds1}
@@ -599,6 +684,7 @@ fn every_installed_kubectl_version() {
             discovery_version_and_health_with,
             services_and_pods_with,
             more_workloads_with,
+            server_side_apply_with_a_conflict_with,
         ] {
             let c = Cluster::start_with(path.clone().into()).expect("server");
             scenario(&c);

@@ -5,6 +5,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod allocator;
+pub mod apply;
 mod delete;
 pub mod kvutil;
 pub mod namespace_lifecycle;

@@ -39,6 +39,8 @@ impl FieldValidation {
 pub struct WriteOptions {
     pub dry_run: bool,
     pub field_validation: FieldValidation,
+    /// Who makes the write (`fieldManager`); its fields are recorded in managedFields.
+    pub field_manager: String,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -445,6 +447,10 @@ impl GenericStore {
         if self.strategy.has_generation() {
             meta::metadata_mut(&mut obj).insert("generation".into(), json!(1));
         }
+        if !opts.field_manager.is_empty() {
+            let av = self.strategy.info().api_version();
+            crate::apply::record_update(&mut obj, None, &opts.field_manager, &av, "");
+        }
         self.strategy.default(&mut obj);
         self.strategy.initial_status(&mut obj);
         let use_generate = meta::name(&obj).is_empty() && !generate.is_empty();
@@ -613,6 +619,16 @@ impl GenericStore {
         meta::remove_meta(&mut new, "selfLink");
         meta::set_resource_version(&mut new, mod_rev);
         self.strategy.default(&mut new);
+        if new["metadata"].get("managedFields").is_none() {
+            if let Some(mf) = old["metadata"].get("managedFields") {
+                new["metadata"]["managedFields"] = mf.clone();
+            }
+        }
+        if !opts.field_manager.is_empty() {
+            let av = self.strategy.info().api_version();
+            let sub = subresource.unwrap_or("");
+            crate::apply::record_update(&mut new, Some(old), &opts.field_manager, &av, sub);
+        }
         if self.strategy.has_generation() && spec_changed(&new, old) {
             let g = meta::generation(old) + 1;
             meta::metadata_mut(&mut new).insert("generation".into(), json!(g));
@@ -682,11 +698,9 @@ impl GenericStore {
         opts: &WriteOptions,
     ) -> Result<Written, ApiError> {
         if ptype == PatchType::Apply {
-            return Err(ApiError {
-                code: 415,
-                reason: "UnsupportedMediaType",
-                ..ApiError::bad_request("server-side apply is not supported yet by kybern")
-            });
+            return Err(ApiError::bad_request(
+                "apply patches go through GenericStore::apply",
+            ));
         }
         for _ in 0..MAX_RETRIES {
             let Some((old, mod_rev)) = self.read(ns, name).await? else {
