@@ -22,6 +22,8 @@ fn sub_kind(store: &GenericStore, sub: &str) -> (&'static str, &'static str, &'s
     let i = store.strategy.info();
     match sub {
         "scale" => ("autoscaling", "v1", "Scale"),
+        "binding" => ("", "v1", "Binding"),
+        "eviction" => ("policy", "v1", "Eviction"),
         _ => (i.group, i.version, i.kind),
     }
 }
@@ -29,6 +31,7 @@ fn sub_kind(store: &GenericStore, sub: &str) -> (&'static str, &'static str, &'s
 fn sub_verbs(sub: &str) -> Vec<&'static str> {
     match sub {
         "finalize" => vec!["update"],
+        "binding" | "eviction" => vec!["create"],
         _ => vec!["get", "patch", "update"],
     }
 }

@@ -136,6 +136,9 @@ pub async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    if matches!(sub, Some("binding" | "eviction")) && method != Method::POST {
+        return Err(ApiError::method_not_allowed());
+    }
     match (&method, t.name.as_deref()) {
         (&Method::GET, None) if q.flag("watch") => watch(store, ns, &q, out).await,
         (&Method::GET, None) => {
@@ -162,6 +165,21 @@ pub async fn handle(
             let w = store.create(ns, obj, &q.write(&ua)?).await?;
             let r = negotiate::respond(201, &object_body(store, &w.object, &q, out), out);
             Ok(negotiate::with_warnings(r, &w.warnings))
+        }
+        (&Method::POST, Some(name))
+            if info.resource == "pods" && matches!(sub, Some("binding" | "eviction")) =>
+        {
+            let obj = negotiate::decode_body(&headers, &body)?;
+            let dry = q.write(&ua)?.dry_run;
+            let s = if sub == Some("binding") {
+                store.bind(ns, name, &obj, dry).await?
+            } else {
+                store.evict(ns, name, &obj, dry).await?
+            };
+            Ok(negotiate::respond(201, &s, Output::Json))
+        }
+        (_, Some(_)) if matches!(sub, Some("binding" | "eviction")) => {
+            Err(ApiError::method_not_allowed())
         }
         (&Method::PUT, Some(name)) => {
             let obj = negotiate::decode_body(&headers, &body)?;

@@ -691,3 +691,48 @@ fn every_installed_kubectl_version() {
         }
     }
 }
+
+#[test]
+fn pod_binding_and_eviction() {
+    let Some(c) = Cluster::start() else { return };
+    c.ok(&["run", "p", "--image=busybox"]);
+    let b = c.file(
+        "binding.json",
+        r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"p"},"target":{"apiVersion":"v1","kind":"Node","name":"node-1"}}"#,
+    );
+    c.ok(&[
+        "create",
+        "--raw",
+        "/api/v1/namespaces/default/pods/p/binding",
+        "-f",
+        &b,
+    ]);
+    assert_eq!(
+        c.ok(&["get", "pod", "p", "-o", "jsonpath={.spec.nodeName}"]),
+        "node-1"
+    );
+    let e = c.fails(&[
+        "create",
+        "--raw",
+        "/api/v1/namespaces/default/pods/p/binding",
+        "-f",
+        &b,
+    ]);
+    assert!(
+        e.contains("pod p is already assigned to node \"node-1\""),
+        "{e}"
+    );
+    let ev = c.file(
+        "eviction.json",
+        r#"{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"p"},"deleteOptions":{"gracePeriodSeconds":0}}"#,
+    );
+    c.ok(&[
+        "create",
+        "--raw",
+        "/api/v1/namespaces/default/pods/p/eviction",
+        "-f",
+        &ev,
+    ]);
+    let e = c.fails(&["get", "pod", "p"]);
+    assert!(e.contains("pods \"p\" not found"), "{e}");
+}

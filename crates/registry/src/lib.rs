@@ -9,6 +9,7 @@ pub mod apply;
 mod delete;
 pub mod kvutil;
 pub mod namespace_lifecycle;
+mod pod_subresources;
 pub mod resources;
 mod scale;
 pub mod store;

@@ -19,7 +19,7 @@ static INFO: ResourceInfo = ResourceInfo {
     namespaced: true,
     short_names: &["po"],
     categories: &["all"],
-    subresources: &["status"],
+    subresources: &["status", "binding", "eviction"],
     etcd_prefix: "pods",
 };
 
