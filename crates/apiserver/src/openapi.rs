@@ -6,7 +6,7 @@
 //! 1.28 insists on fetching it, finds no schema for a kind, skips client-side validation and
 //! computes patches from its built-in types.
 
-use k8s_openapi::api::{apps, batch, coordination, core, networking};
+use k8s_openapi::api::{apps, autoscaling, batch, coordination, core, discovery, networking};
 use registry::Registry;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::JsonSchema;
@@ -19,7 +19,7 @@ fn add<T: JsonSchema>(g: &mut SchemaGenerator) -> String {
 }
 
 /// The schema name of a served kind, its schema added to the generator.
-fn schema_of(group: &str, kind: &str, g: &mut SchemaGenerator) -> Option<String> {
+fn schema_of(group: &str, version: &str, kind: &str, g: &mut SchemaGenerator) -> Option<String> {
     Some(match (group, kind) {
         ("", "Namespace") => add::<core::v1::Namespace>(g),
         ("", "ConfigMap") => add::<core::v1::ConfigMap>(g),
@@ -37,6 +37,13 @@ fn schema_of(group: &str, kind: &str, g: &mut SchemaGenerator) -> Option<String>
         ("", "Endpoints") => add::<core::v1::Endpoints>(g),
         ("", "ReplicationController") => add::<core::v1::ReplicationController>(g),
         ("batch", "Job") => add::<batch::v1::Job>(g),
+        ("autoscaling", "HorizontalPodAutoscaler") if version == "v2" => {
+            add::<autoscaling::v2::HorizontalPodAutoscaler>(g)
+        }
+        ("autoscaling", "HorizontalPodAutoscaler") => {
+            add::<autoscaling::v1::HorizontalPodAutoscaler>(g)
+        }
+        ("discovery.k8s.io", "EndpointSlice") => add::<discovery::v1::EndpointSlice>(g),
         ("networking.k8s.io", "Ingress") => add::<networking::v1::Ingress>(g),
         ("networking.k8s.io", "IngressClass") => add::<networking::v1::IngressClass>(g),
         _ => return None,
@@ -93,7 +100,7 @@ pub fn group_version(reg: &Registry, group: &str, version: &str) -> Option<Value
         if i.group != group || i.version != version {
             continue;
         }
-        if let Some(name) = schema_of(i.group, i.kind, &mut g) {
+        if let Some(name) = schema_of(i.group, i.version, i.kind, &mut g) {
             kinds.push((name, i));
         }
         let gvk = json!({"group": i.group, "version": i.version, "kind": i.kind});

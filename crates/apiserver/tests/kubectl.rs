@@ -333,7 +333,7 @@ fn discovery_version_and_health_with(c: &Cluster) {
     let v = c.ok(&["api-versions"]);
     assert_eq!(
         v,
-        "apps/v1\nbatch/v1\ncoordination.k8s.io/v1\nnetworking.k8s.io/v1\nv1\n"
+        "apps/v1\nautoscaling/v1\nautoscaling/v2\nbatch/v1\ncoordination.k8s.io/v1\ndiscovery.k8s.io/v1\nnetworking.k8s.io/v1\nv1\n"
     );
     let ver = c.ok(&["version"]);
     assert!(ver.contains("v1.33.0-kybern"), "{ver}");
@@ -654,6 +654,32 @@ fn more_workloads_with(c: &Cluster) {
     let j = rows(&c.ok(&["get", "jobs"]));
     assert_eq!(j[0], ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"]);
     assert_eq!(j[1][0..3], ["j1", "Running", "0/1"]);
+    c.ok(&["create", "deployment", "d1", "--image=nginx"]);
+    assert_eq!(
+        c.ok(&[
+            "autoscale",
+            "deployment",
+            "d1",
+            "--min=2",
+            "--max=5",
+            "--cpu-percent=60"
+        ]),
+        "horizontalpodautoscaler.autoscaling/d1 autoscaled\n"
+    );
+    let h = rows(&c.ok(&["get", "hpa"]));
+    assert_eq!(
+        h[0],
+        [
+            "NAME",
+            "REFERENCE",
+            "TARGETS",
+            "MINPODS",
+            "MAXPODS",
+            "REPLICAS",
+            "AGE"
+        ]
+    );
+    assert_eq!(h[1][0..2], ["d1", "Deployment/d1"]);
     let all = c.ok(&["get", "all", "-o", "name"]);
     for want in [
         "service/kubernetes",

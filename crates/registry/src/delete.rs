@@ -75,7 +75,7 @@ impl GenericStore {
                     }
                     let key = self.key(ns, name);
                     if let Some(rev) =
-                        kvutil::update(&*self.kv, key.as_bytes(), mod_rev, Self::encode(&marked))
+                        kvutil::update(&*self.kv, key.as_bytes(), mod_rev, self.encode(&marked))
                             .await?
                     {
                         meta::set_resource_version(&mut marked, rev);

@@ -142,14 +142,15 @@ impl GenericStore {
 
     /// Decodes a stored value; the resourceVersion is the key's mod revision.
     pub fn decode(&self, kv: &PbKeyValue) -> Result<Value, ApiError> {
-        let mut v: Value = serde_json::from_slice(&kv.value)
+        let v: Value = serde_json::from_slice(&kv.value)
             .map_err(|e| ApiError::internal(format!("stored object is not JSON: {e}")))?;
+        let mut v = self.strategy.storage_to_version(v);
         meta::set_resource_version(&mut v, kv.mod_revision);
         Ok(v)
     }
 
-    pub(crate) fn encode(obj: &Value) -> Vec<u8> {
-        let mut o = obj.clone();
+    pub(crate) fn encode(&self, obj: &Value) -> Vec<u8> {
+        let mut o = self.strategy.version_to_storage(obj.clone());
         meta::remove_meta(&mut o, "resourceVersion");
         serde_json::to_vec(&o).expect("json")
     }
@@ -476,7 +477,7 @@ impl GenericStore {
             let key = self.key(&ns, meta::name(&obj));
             let lease = self.lease().await?;
             let res =
-                kvutil::create_with_lease(&*self.kv, key.as_bytes(), Self::encode(&obj), lease)
+                kvutil::create_with_lease(&*self.kv, key.as_bytes(), self.encode(&obj), lease)
                     .await;
             if res.is_err() || matches!(res, Ok(None)) {
                 if let Some(h) = &self.hooks {
@@ -671,7 +672,7 @@ impl GenericStore {
             &*self.kv,
             key.as_bytes(),
             mod_rev,
-            Self::encode(&new),
+            self.encode(&new),
             lease,
         )
         .await?

@@ -184,6 +184,17 @@ pub trait Strategy: Send + Sync + 'static {
         DeleteMode::Now
     }
 
+    /// Converts an object of this version to the stored version (for resources served in several
+    /// versions from one storage, e.g. autoscaling/v1 HPAs stored as v2).
+    fn version_to_storage(&self, obj: Value) -> Value {
+        obj
+    }
+
+    /// Converts a stored object to this version.
+    fn storage_to_version(&self, obj: Value) -> Value {
+        obj
+    }
+
     /// Whether an object being deleted has no finalizer left (then it is removed).
     fn finalized(&self, obj: &Value) -> bool {
         apimachinery::meta::finalizers(obj).is_empty()

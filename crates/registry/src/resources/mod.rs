@@ -8,7 +8,10 @@ pub mod configmaps;
 pub mod daemonsets;
 pub mod deployments;
 pub mod endpoints;
+pub mod endpointslices;
 pub mod events;
+pub mod horizontalpodautoscalers;
+pub mod horizontalpodautoscalers_v1;
 pub mod ingressclasses;
 pub mod ingresses;
 pub mod jobs;
@@ -45,6 +48,9 @@ pub fn all() -> Vec<Arc<dyn Strategy>> {
         Arc::new(jobs::Jobs),
         Arc::new(ingresses::Ingresses),
         Arc::new(ingressclasses::IngressClasses),
+        Arc::new(horizontalpodautoscalers::HorizontalPodAutoscalers),
+        Arc::new(horizontalpodautoscalers_v1::HorizontalPodAutoscalersV1),
+        Arc::new(endpointslices::EndpointSlices),
     ]
 }
 
