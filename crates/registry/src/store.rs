@@ -409,6 +409,21 @@ impl GenericStore {
         Ok(msgs)
     }
 
+    /// Refuses (400) a body whose fields have the wrong JSON types before defaulting touches it;
+    /// missing required fields are left to validation (422).
+    fn check_shape(&self, obj: &Value) -> Result<(), ApiError> {
+        match self.strategy.round_trip(obj) {
+            Err(e) if !e.starts_with("missing field") => {
+                let info = self.strategy.info();
+                Err(ApiError::bad_request(format!(
+                    "{} in version {:?} cannot be handled as a {}: {e}",
+                    info.kind, info.version, info.kind
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn strategy_name_errors(&self, name: &str) -> Vec<FieldError> {
         match self.strategy.info().resource {
             "namespaces" => meta::validate_dns_label("metadata.name", name),
@@ -442,6 +457,7 @@ impl GenericStore {
             meta::remove_meta(&mut obj, f);
         }
         let generate = meta::meta_str(&obj, "generateName").to_string();
+        self.check_shape(&obj)?;
         self.strategy.prepare_for_create(&mut obj);
         meta::set_meta_str(&mut obj, "uid", &meta::new_uid());
         meta::set_meta_str(&mut obj, "creationTimestamp", &meta::now_rfc3339());
@@ -575,6 +591,7 @@ impl GenericStore {
         opts: &WriteOptions,
     ) -> Result<Option<Written>, ApiError> {
         let client = body.clone();
+        self.check_shape(&body)?;
         let mut new = match subresource {
             Some("status") => {
                 let mut n = old.clone();

@@ -476,3 +476,42 @@ async fn events_are_stored_with_a_lease() {
         .unwrap();
     assert_eq!(kv.kvs[0].lease, 0);
 }
+
+#[tokio::test]
+async fn wrong_types_are_refused_not_panicked_on() {
+    let (_d, r) = registry().await;
+    let d = r.lookup("apps", "v1", "deployments").unwrap();
+    let w = WriteOptions::default();
+    for bad in [
+        json!({"metadata": {"name": "a"}, "spec": "x"}),
+        json!({"metadata": {"name": "a"}, "spec": {"template": {"spec": []}}}),
+        json!({"metadata": {"name": "a", "labels": "x"}, "spec": {}}),
+        json!({"metadata": {"name": "a"}, "spec": {"replicas": "three"}}),
+    ] {
+        let e = d.create("default", bad.clone(), &w).await.err().unwrap();
+        assert_eq!(e.code, 400, "{bad}: {}", e.message);
+    }
+    let pods = r.lookup("", "v1", "pods").unwrap();
+    let e = pods
+        .create(
+            "default",
+            json!({"metadata": {"name": "p"}, "spec": {"containers": "x"}}),
+            &w,
+        )
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.code, 400);
+    // A missing required field is a 422 naming it.
+    let e = d
+        .create(
+            "default",
+            json!({"metadata": {"name": "a"}, "spec": {}}),
+            &w,
+        )
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.code, 422, "{}", e.message);
+    assert!(e.message.contains("spec.selector"), "{}", e.message);
+}
