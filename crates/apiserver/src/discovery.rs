@@ -7,17 +7,6 @@ use serde_json::{json, Value};
 pub const AGGREGATED_CT: &str =
     "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
-const VERBS: &[&str] = &[
-    "create",
-    "delete",
-    "deletecollection",
-    "get",
-    "list",
-    "patch",
-    "update",
-    "watch",
-];
-
 fn sub_kind(store: &GenericStore, sub: &str) -> (&'static str, &'static str, &'static str) {
     let i = store.strategy.info();
     match sub {
@@ -46,7 +35,7 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
         }
         let mut r = json!({
             "name": i.resource, "singularName": i.singular, "namespaced": i.namespaced,
-            "kind": i.kind, "verbs": VERBS,
+            "kind": i.kind, "verbs": s.strategy.verbs(),
         });
         if !i.short_names.is_empty() {
             r["shortNames"] = json!(i.short_names);
@@ -152,7 +141,7 @@ fn aggregated_group(reg: &Registry, group: &str, versions: &[&str]) -> Value {
                     "responseKind": {"group": i.group, "version": i.version, "kind": i.kind},
                     "scope": if i.namespaced { "Namespaced" } else { "Cluster" },
                     "singularResource": i.singular,
-                    "verbs": VERBS,
+                    "verbs": s.strategy.verbs(),
                 });
                 if !i.short_names.is_empty() {
                     r["shortNames"] = json!(i.short_names);

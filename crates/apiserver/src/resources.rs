@@ -136,6 +136,9 @@ pub async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    if info.resource == "componentstatuses" {
+        return component_statuses(&state, store, t.name.as_deref(), &method, &q, out).await;
+    }
     if matches!(sub, Some("binding" | "eviction")) && method != Method::POST {
         return Err(ApiError::method_not_allowed());
     }
@@ -315,4 +318,92 @@ async fn watch(
         header::HeaderValue::from_static("application/json"),
     );
     Ok(r)
+}
+
+/// `kubectl get cs`: the store's health and whether the scheduler and controller-manager answer on
+/// their health ports, built at each request.
+async fn component_statuses(
+    state: &State,
+    store: &GenericStore,
+    name: Option<&str>,
+    method: &Method,
+    q: &Query,
+    out: Output,
+) -> Result<Response, ApiError> {
+    if method != Method::GET || q.flag("watch") {
+        return Err(ApiError::method_not_allowed());
+    }
+    let etcd = state
+        .registry
+        .kv
+        .range(etcd_api::PbRangeRequest {
+            key: b"health".to_vec(),
+            ..Default::default()
+        })
+        .await;
+    let etcd = match etcd {
+        Ok(_) => (true, "ok".to_string(), String::new()),
+        Err(e) => (false, String::new(), e.message().to_string()),
+    };
+    let mut items = vec![];
+    for (n, port) in [("scheduler", 10259u16), ("controller-manager", 10257)] {
+        let url = format!("https://127.0.0.1:{port}/healthz");
+        let probe = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            tokio::net::TcpStream::connect(("127.0.0.1", port)),
+        )
+        .await;
+        let s = match probe {
+            Ok(Ok(_)) => (true, "ok".to_string(), String::new()),
+            Ok(Err(e)) => (
+                false,
+                String::new(),
+                format!("Get \"{url}\": dial tcp 127.0.0.1:{port}: {e}"),
+            ),
+            Err(_) => (false, String::new(), format!("Get \"{url}\": timeout")),
+        };
+        items.push((n.to_string(), s));
+    }
+    items.push(("etcd-0".to_string(), etcd));
+    let warn = ["v1 ComponentStatus is deprecated in v1.19+".to_string()];
+    let objs: Vec<Value> = items
+        .into_iter()
+        .map(|(n, (ok, msg, err))| {
+            let mut c = json!({"type": "Healthy", "status": if ok { "True" } else { "False" }});
+            if !msg.is_empty() {
+                c["message"] = json!(msg);
+            }
+            if !err.is_empty() {
+                c["error"] = json!(err);
+            }
+            json!({"kind": "ComponentStatus", "apiVersion": "v1", "metadata": {"name": n}, "conditions": [c]})
+        })
+        .collect();
+    match name {
+        Some(n) => {
+            let obj = objs
+                .into_iter()
+                .find(|o| o["metadata"]["name"] == n)
+                .ok_or_else(|| ApiError::not_found("", "componentstatuses", n))?;
+            Ok(negotiate::respond(
+                200,
+                &object_body(store, &obj, q, out),
+                out,
+            ))
+        }
+        None => {
+            let l = ListResult {
+                items: objs,
+                resource_version: 0,
+                continue_token: String::new(),
+                remaining: None,
+            };
+            let mut body = list_body(store, &l, q, out);
+            body["metadata"] = json!({});
+            Ok(negotiate::with_warnings(
+                negotiate::respond(200, &body, out),
+                &warn,
+            ))
+        }
+    }
 }

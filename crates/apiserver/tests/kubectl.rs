@@ -345,6 +345,20 @@ fn discovery_version_and_health_with(c: &Cluster) {
     assert!(m.contains("apiserver_request_total"), "{m}");
     let ns = rows(&c.ok(&["get", "ns", "-o", "name"]));
     assert_eq!(ns.len(), 4, "{ns:?}");
+    let cs = c.run(&["get", "componentstatuses"]);
+    assert!(cs.ok);
+    assert!(
+        cs.stderr
+            .contains("Warning: v1 ComponentStatus is deprecated in v1.19+"),
+        "{}",
+        cs.stderr
+    );
+    let cs = rows(&cs.stdout);
+    assert_eq!(cs[0], ["NAME", "STATUS", "MESSAGE", "ERROR"]);
+    assert!(
+        cs.iter().any(|r| r[0..3] == ["etcd-0", "Healthy", "ok"]),
+        "{cs:?}"
+    );
     let ex = c.ok(&["explain", "deployment.spec.replicas"]);
     assert!(ex.contains("KIND:       Deployment"), "{ex}");
     assert!(ex.contains("FIELD: replicas <integer>"), "{ex}");

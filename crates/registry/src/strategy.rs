@@ -100,6 +100,20 @@ pub enum DeleteMode {
 pub trait Strategy: Send + Sync + 'static {
     fn info(&self) -> &'static ResourceInfo;
 
+    /// The verbs served (discovery); most resources serve them all.
+    fn verbs(&self) -> &'static [&'static str] {
+        &[
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch",
+        ]
+    }
+
     /// Whether `metadata.generation` is kept (set to 1 on create, bumped when the spec changes).
     fn has_generation(&self) -> bool {
         false

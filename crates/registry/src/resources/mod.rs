@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::strategy::Strategy;
 
+pub mod componentstatuses;
 pub mod configmaps;
 pub mod daemonsets;
 pub mod deployments;
@@ -51,6 +52,7 @@ pub fn all() -> Vec<Arc<dyn Strategy>> {
         Arc::new(horizontalpodautoscalers::HorizontalPodAutoscalers),
         Arc::new(horizontalpodautoscalers_v1::HorizontalPodAutoscalersV1),
         Arc::new(endpointslices::EndpointSlices),
+        Arc::new(componentstatuses::ComponentStatuses),
     ]
 }
 
