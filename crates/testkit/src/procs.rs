@@ -489,10 +489,17 @@ impl Member {
         Ok(st)
     }
 
-    /// Runs the real etcdctl (ETCDCTL_API=3) against this member, optionally feeding `stdin`,
-    /// bounded by `timeout` (`timeout(1)` kills it after that).
+    /// Runs the real etcdctl (ETCDCTL_API=3, `--endpoints host:port`) against this member,
+    /// optionally feeding `stdin`, bounded by `timeout` (`timeout(1)` kills it after that).
     pub fn etcdctl(&self, args: &[&str], stdin: Option<&str>, timeout: Duration) -> Result<Output> {
-        etcdctl(&self.client_url, args, stdin, timeout, Some(&self.log_dir))
+        // host:port as the README writes it (an http:// URL is also accepted by etcd; the
+        // differential scenario covers that form)
+        let ep = if self.client_url.starts_with("http://") {
+            self.endpoint()
+        } else {
+            self.client_url.clone()
+        };
+        etcdctl(&ep, args, stdin, timeout, Some(&self.log_dir))
     }
 }
 
