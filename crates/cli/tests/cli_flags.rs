@@ -1,0 +1,439 @@
+//! The `kybern` command line: help texts, refusals of bad flags and foreign data dirs, etcd's
+//! `--enable-v2` and `--config-file`, and `kybern store snapshot restore` of `etcdctl snapshot
+//! save` files.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use etcd_client::GetOptions;
+use testkit::procs::{free_url, Kind, Member, MemberOpts};
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kybern"))
+}
+
+/// Runs kybern with `args` until it exits (bounded: killed after `secs`, which fails).
+fn run(args: &[&str], secs: u64) -> Output {
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "kybern {args:?} did not exit within {secs}s\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn help_lists_subcommands_and_every_store_flag() {
+    let top = run(&["--help"], 20);
+    assert!(top.status.success(), "{top:?}");
+    let top = text(&top.stdout);
+    assert!(top.contains("store"), "kybern --help lacks `store`:\n{top}");
+
+    let help = run(&["store", "--help"], 20);
+    assert!(help.status.success(), "{help:?}");
+    let help = text(&help.stdout);
+    for flag in [
+        "--name",
+        "--data-dir",
+        "--listen-client-urls",
+        "--advertise-client-urls",
+        "--quota-backend-bytes",
+        "--auto-compaction-mode",
+        "--auto-compaction-retention",
+        "--max-request-bytes",
+        "--max-txn-ops",
+        "--cert-file",
+        "--key-file",
+        "--trusted-ca-file",
+        "--client-cert-auth",
+        "--config-file",
+        "--enable-v2",
+    ] {
+        assert!(
+            help.contains(flag),
+            "kybern store --help lacks {flag}:\n{help}"
+        );
+    }
+    assert!(help.contains("snapshot"), "no snapshot subcommand:\n{help}");
+    let restore = run(&["store", "snapshot", "restore", "--help"], 20);
+    assert!(restore.status.success(), "{restore:?}");
+    assert!(text(&restore.stdout).contains("--data-dir"));
+}
+
+#[test]
+fn bad_flags_exit_2_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    for (args, says) in [
+        (vec!["store", "--no-such-flag"], "--no-such-flag"),
+        (vec!["store", "--quota-backend-bytes", "abc"], "abc"),
+        (vec!["store", "--auto-compaction-mode", "weekly"], "weekly"),
+        (vec!["store", "--max-txn-ops", "-3"], "-3"),
+        (vec!["store", "--max-request-bytes", "lots"], "lots"),
+        (vec!["no-such-subcommand"], "no-such-subcommand"),
+    ] {
+        let mut args = args;
+        args.extend(["--data-dir", data]);
+        let out = run(&args, 20);
+        let err = text(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "kybern {args:?} should exit 2, got {:?}; stderr: {err}",
+            out.status
+        );
+        assert!(
+            err.contains(says),
+            "kybern {args:?}: the message should name {says:?}: {err}"
+        );
+    }
+    assert!(
+        !Path::new(data).exists(),
+        "a refused command line must not create the data dir"
+    );
+}
+
+#[test]
+fn bad_retention_for_the_mode_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let url = free_url();
+    let out = run(
+        &[
+            "store",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+            "--auto-compaction-mode",
+            "revision",
+            "--auto-compaction-retention",
+            "1h",
+        ],
+        20,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "revision mode with a duration retention should be refused: {:?} {}",
+        out.status,
+        text(&out.stderr)
+    );
+    assert!(!text(&out.stderr).trim().is_empty());
+}
+
+fn snapshot_of_dir(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut m = BTreeMap::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            m.extend(snapshot_of_dir(&p));
+        } else {
+            m.insert(p.clone(), std::fs::read(&p).unwrap());
+        }
+    }
+    m
+}
+
+#[test]
+fn a_data_dir_of_unrelated_files_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("sub")).unwrap();
+    std::fs::write(data.join("notes.txt"), "my precious notes\n").unwrap();
+    std::fs::write(
+        data.join("sub/photo.jpg"),
+        [0xffu8, 0xd8, 0xff, 0xe0, 1, 2, 3],
+    )
+    .unwrap();
+    let before = snapshot_of_dir(&data);
+    let url = free_url();
+    let out = run(
+        &[
+            "store",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ],
+        30,
+    );
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "kybern must refuse a data dir that is not a store; it exited {:?}: {err}",
+        out.status
+    );
+    assert_eq!(out.status.code(), Some(2), "bad input exits 2: {err}");
+    assert!(
+        err.contains(data.to_str().unwrap()),
+        "the message should name the data dir: {err}"
+    );
+    assert_eq!(
+        snapshot_of_dir(&data),
+        before,
+        "the data dir's files changed"
+    );
+}
+
+#[tokio::test]
+async fn enable_v2_is_accepted_with_a_warning() {
+    for args in [vec!["--enable-v2"], vec!["--enable-v2=true"]] {
+        let m = Member::start_kybern(&bin(), MemberOpts::default().with_args(args.clone()))
+            .await
+            .unwrap();
+        let mut c = m.client().await.unwrap();
+        c.put("k", "v", None).await.unwrap();
+        let log = m.stderr_log();
+        let warned = log
+            .lines()
+            .any(|l| l.contains("WARN") && l.to_lowercase().contains("v2"));
+        assert!(warned, "{args:?}: no warning about v2 in:\n{log}");
+    }
+    // false is accepted silently
+    let m = Member::start_kybern(
+        &bin(),
+        MemberOpts::default().with_args(["--enable-v2=false"]),
+    )
+    .await
+    .unwrap();
+    let log = m.stderr_log();
+    assert!(
+        !log.lines().any(|l| l.contains("WARN") && l.contains("v2")),
+        "--enable-v2=false should not warn:\n{log}"
+    );
+}
+
+#[tokio::test]
+async fn config_file_in_etcd_form_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("from-config");
+    let url = free_url();
+    let cfg = dir.path().join("etcd.conf.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "# etcd.conf.yml form\n\
+             name: 'configured'\n\
+             data-dir: {}\n\
+             listen-client-urls: {url}\n\
+             advertise-client-urls: {url}\n\
+             quota-backend-bytes: 8589934592\n\
+             auto-compaction-mode: revision\n\
+             auto-compaction-retention: \"1000\"\n\
+             max-txn-ops: 64\n\
+             max-request-bytes: 1048576\n\
+             enable-v2: false\n\
+             # keys for a cluster are allowed too\n\
+             initial-cluster-state: 'new'\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let opts = MemberOpts {
+        data_dir: Some(data.clone()),
+        client_url: Some(url.clone()),
+        raw_args: true,
+        args: vec!["--config-file".into(), cfg.to_str().unwrap().into()],
+        ..MemberOpts::default()
+    };
+    let m = Member::start_kybern(&bin(), opts).await.unwrap();
+    let mut c = m.client().await.unwrap();
+    c.put("from", "config", None).await.unwrap();
+    let members = c.member_list().await.unwrap();
+    assert_eq!(members.members().len(), 1);
+    assert_eq!(members.members()[0].name(), "configured");
+    assert_eq!(members.members()[0].client_urls(), [url.clone()]);
+    assert!(
+        data.is_dir(),
+        "the data dir of the config file was not used"
+    );
+    // max-txn-ops from the file: 65 operations are refused
+    let ops: Vec<etcd_client::TxnOp> = (0..65)
+        .map(|i| etcd_client::TxnOp::put(format!("t{i}"), "v", None))
+        .collect();
+    let err = c
+        .txn(etcd_client::Txn::new().and_then(ops))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("too many operations in txn request"),
+        "{err}"
+    );
+}
+
+fn etcdctl_snapshot_save(m: &Member, file: &Path) {
+    let out = m
+        .etcdctl(
+            &["snapshot", "save", file.to_str().unwrap()],
+            None,
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    assert_eq!(out.code, 0, "etcdctl snapshot save: {out:?}");
+    assert!(
+        out.stdout.contains("Snapshot saved at"),
+        "etcdctl snapshot save: {out:?}"
+    );
+}
+
+/// Writes keys with history and a deletion; returns the revision.
+async fn fill(m: &Member) -> i64 {
+    let mut c = m.client().await.unwrap();
+    for i in 0..20 {
+        c.put(format!("snap/{i:02}"), format!("v{i}"), None)
+            .await
+            .unwrap();
+    }
+    c.put("snap/00", "rewritten", None).await.unwrap();
+    c.delete("snap/19", None).await.unwrap();
+    c.get("snap", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision()
+}
+
+async fn check_restored(m: &Member, rev: i64) {
+    let mut c = m.client().await.unwrap();
+    let r = c
+        .get("snap/", Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    assert_eq!(r.count(), 19, "{:?}", r.kvs());
+    assert_eq!(r.kvs()[0].value_str().unwrap(), "rewritten");
+    assert_eq!(r.kvs()[0].version(), 2);
+    assert_eq!(r.kvs()[5].value_str().unwrap(), "v5");
+    assert_eq!(r.header().unwrap().revision(), rev);
+    // and it takes writes
+    c.put("after", "restore", None).await.unwrap();
+    let r = c.get("after", None).await.unwrap();
+    assert_eq!(r.kvs()[0].mod_revision(), rev + 1);
+}
+
+fn restore(file: &Path, data: &Path) {
+    let out = run(
+        &[
+            "store",
+            "snapshot",
+            "restore",
+            file.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        60,
+    );
+    assert!(
+        out.status.success(),
+        "kybern store snapshot restore: {:?}\n{}{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn snapshot_restore_of_a_kybern_snapshot_serves_the_same_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Member::start_kybern(&bin(), MemberOpts::default())
+        .await
+        .unwrap();
+    let rev = fill(&src).await;
+    let file = dir.path().join("backup.db");
+    etcdctl_snapshot_save(&src, &file);
+    drop(src);
+
+    let data = dir.path().join("restored");
+    restore(&file, &data);
+    let m = Member::start_kybern(&bin(), MemberOpts::default().with_data_dir(&data))
+        .await
+        .unwrap();
+    check_restored(&m, rev).await;
+
+    // restoring into a data dir that exists and is not empty is refused
+    let out = run(
+        &[
+            "store",
+            "snapshot",
+            "restore",
+            file.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        30,
+    );
+    assert!(
+        !out.status.success(),
+        "restore over an existing store must be refused"
+    );
+}
+
+/// A snapshot saved from the real etcd 3.4 (a bbolt file) restores into kybern.
+#[tokio::test]
+async fn snapshot_restore_of_an_etcd_snapshot_serves_the_same_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Member::start(Kind::Etcd, MemberOpts::default())
+        .await
+        .unwrap();
+    let rev = fill(&src).await;
+    let file = dir.path().join("etcd-backup.db");
+    etcdctl_snapshot_save(&src, &file);
+    drop(src);
+
+    let data = dir.path().join("restored");
+    restore(&file, &data);
+    let m = Member::start_kybern(&bin(), MemberOpts::default().with_data_dir(&data))
+        .await
+        .unwrap();
+    check_restored(&m, rev).await;
+}
+
+#[tokio::test]
+async fn snapshot_restore_of_garbage_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("garbage.db");
+    std::fs::write(&file, b"this is not a snapshot at all").unwrap();
+    let data = dir.path().join("restored");
+    let out = run(
+        &[
+            "store",
+            "snapshot",
+            "restore",
+            file.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        30,
+    );
+    assert!(!out.status.success(), "garbage restored?");
+    assert!(!text(&out.stderr).trim().is_empty());
+}
