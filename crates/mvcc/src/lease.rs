@@ -72,8 +72,13 @@ impl Lessor {
     }
 
     pub fn ids(&self) -> Vec<i64> {
-        let mut v: Vec<i64> = self.leases.keys().copied().collect();
+        // By expiry, as etcd lists them.
+        let mut v: Vec<(std::time::Instant, i64)> = self
+            .leases
+            .iter()
+            .map(|(id, l)| (l.deadline, *id))
+            .collect();
         v.sort_unstable();
-        v
+        v.into_iter().map(|(_, id)| id).collect()
     }
 }

@@ -107,9 +107,11 @@ pub(crate) fn range_at(
                 _ => (0, kv.key.clone()),
             }
         };
-        kvs.sort_by_key(key);
+        // Stable in both directions: ties keep key order, as etcd.
         if order == sort_order::DESCEND {
-            kvs.reverse();
+            kvs.sort_by(|a, b| key(b).cmp(&key(a)));
+        } else {
+            kvs.sort_by_key(key);
         }
     }
     let mut more = false;

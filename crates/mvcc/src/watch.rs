@@ -228,7 +228,7 @@ impl Store {
                     (w.filter.clone(), w.tx.clone(), -w.next_rev, g.last_rev)
                 };
                 let compact = self.compact_revision();
-                if from <= compact {
+                if from < compact {
                     let _ = tx
                         .send(WatchMsg::Compacted {
                             compact_revision: compact,

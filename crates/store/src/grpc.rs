@@ -196,7 +196,7 @@ impl PbMaintenanceService for Services {
             .store
             .alarms()
             .iter()
-            .map(|(id, a)| format!("memberID:{id} alarm:{}", alarm_name(*a)))
+            .map(|(id, a)| format!("memberID:{id} alarm:{} ", alarm_name(*a)))
             .collect();
         Ok(Response::new(PbStatusResponse {
             header: m.header(rev),
@@ -242,7 +242,12 @@ impl PbMaintenanceService for Services {
         Ok(Response::new(PbHashKvResponse {
             header: m.header(m.store.revision()),
             hash,
-            compact_revision,
+            // etcd answers -1 before any compaction.
+            compact_revision: if compact_revision == 0 {
+                -1
+            } else {
+                compact_revision
+            },
             hash_revision,
         }))
     }
