@@ -40,6 +40,9 @@ pub fn check_txn(r: &PbTxnRequest, max_ops: usize) -> Result<(), Status> {
     if r.compare.len() > max_ops || r.success.len() > max_ops || r.failure.len() > max_ops {
         return Err(errors::too_many_ops());
     }
+    if r.compare.iter().any(|c| c.key.is_empty()) {
+        return Err(errors::empty_key());
+    }
     for op in r.success.iter().chain(&r.failure) {
         match &op.request {
             Some(PbTxnOpRequest::RequestRange(x)) => check_range(x)?,
