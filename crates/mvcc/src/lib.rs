@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod backend;
+pub mod bolt_writer;
 mod error;
 pub mod index;
 pub mod lease;

@@ -1,18 +1,21 @@
-//! Snapshots: a consistent copy of the backend as one redb file followed by its SHA-256 (as etcd
-//! appends one to its snapshot stream), and restoring such a file into a new data directory.
+//! Snapshots: a consistent copy of the backend as a bbolt file in etcd's layout followed by its
+//! SHA-256 (as etcd's snapshot stream is), and restoring a snapshot into a new data directory.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable};
 use sha2::{Digest, Sha256};
 
 use crate::backend::{self, meta, KV, LEASES, META};
-use crate::{Error, Store};
+use crate::{bolt_writer, Error, Store};
 
 impl Store {
-    /// Writes a consistent snapshot of the store to a new file in `dir` and returns its path. The
-    /// file ends with the SHA-256 of what precedes it.
+    /// Writes a consistent snapshot of the store to a new file in `dir` and returns its path: a
+    /// bbolt database in etcd's backend layout (buckets `key`, `meta`, `lease`, ...), followed by
+    /// the SHA-256 of what precedes it, as etcd's snapshot stream is. `etcdctl snapshot status`
+    /// reads it and etcd's restore takes it.
     pub fn snapshot_to(&self, dir: &Path) -> Result<PathBuf, Error> {
         let path = dir.join(format!(
             "kybern-snapshot-{}-{}.db",
@@ -20,38 +23,85 @@ impl Store {
             rand::random::<u32>()
         ));
         let rtx = self.db.read().begin_read()?;
-        {
-            let out = Database::create(&path)?;
-            let wtx = out.begin_write()?;
-            {
-                let mut kv = wtx.open_table(KV)?;
-                for row in rtx.open_table(KV)?.iter()? {
-                    let (k, v) = row?;
-                    kv.insert(k.value(), v.value())?;
-                }
-                let mut l = wtx.open_table(LEASES)?;
-                for row in rtx.open_table(LEASES)?.iter()? {
-                    let (k, v) = row?;
-                    l.insert(k.value(), v.value())?;
-                }
-                let mut m = wtx.open_table(META)?;
-                for row in rtx.open_table(META)?.iter()? {
-                    let (k, v) = row?;
-                    m.insert(k.value(), v.value())?;
-                }
-                m.insert(meta::REVISION, &(self.revision() as u64).to_be_bytes()[..])?;
-            }
-            wtx.commit()?;
+        let mut keys = Vec::new();
+        for row in rtx.open_table(KV)?.iter()? {
+            let (k, v) = row?;
+            let rev = crate::rev::Rev::from_bytes(k.value())
+                .ok_or_else(|| Error::Damaged("bad revision key in the kv table".into()))?;
+            let (tomb, kv) = backend::decode_value(v.value())?;
+            keys.push((etcd_rev_key(rev, tomb), kv.encode_to_vec()));
         }
+        let mut leases = Vec::new();
+        for row in rtx.open_table(LEASES)?.iter()? {
+            let (id, ttl) = row?;
+            let lease = EtcdLease {
+                id: id.value(),
+                ttl: ttl.value(),
+            };
+            leases.push((
+                (id.value() as u64).to_be_bytes().to_vec(),
+                lease.encode_to_vec(),
+            ));
+        }
+        leases.sort();
+        let m = rtx.open_table(META)?;
+        let mut metas = vec![(
+            b"consistent_index".to_vec(),
+            backend::get_u64(&m, meta::INDEX)?.to_be_bytes().to_vec(),
+        )];
+        let compacted = backend::get_u64(&m, meta::COMPACT_REV)? as i64;
+        if compacted > 0 {
+            let at = etcd_rev_key(crate::rev::Rev::new(compacted, 0), false);
+            metas.push((b"finishedCompactRev".to_vec(), at.clone()));
+            metas.push((b"scheduledCompactRev".to_vec(), at));
+        }
+        metas.sort();
+        let bucket = |name: &str, items| bolt_writer::Bucket {
+            name: name.as_bytes().to_vec(),
+            items,
+        };
+        let buckets = vec![
+            bucket("key", keys),
+            bucket("lease", leases),
+            bucket("meta", metas),
+            bucket("alarm", vec![]),
+            bucket("auth", vec![]),
+            bucket("authRoles", vec![]),
+            bucket("authUsers", vec![]),
+            bucket("cluster", vec![]),
+            bucket("members", vec![]),
+            bucket("members_removed", vec![]),
+        ];
         let mut data = Vec::new();
-        std::fs::File::open(&path)?.read_to_end(&mut data)?;
+        bolt_writer::write(buckets, &mut data)?;
         let sum = Sha256::digest(&data);
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)?
-            .write_all(&sum)?;
+        let mut f = std::fs::File::create(&path)?;
+        f.write_all(&data)?;
+        f.write_all(&sum)?;
+        f.sync_all()?;
         Ok(path)
     }
+}
+
+/// etcd's backend key for a revision: main and sub big-endian around `_`, `t` for a tombstone.
+pub fn etcd_rev_key(rev: crate::rev::Rev, tombstone: bool) -> Vec<u8> {
+    let mut k = Vec::with_capacity(18);
+    k.extend_from_slice(&(rev.main as u64).to_be_bytes());
+    k.push(b'_');
+    k.extend_from_slice(&(rev.sub as u64).to_be_bytes());
+    if tombstone {
+        k.push(b't');
+    }
+    k
+}
+
+/// etcd's `leasepb.Lease`, as stored in its `lease` bucket.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EtcdLease {
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+    #[prost(int64, tag = "2")]
+    pub ttl: i64,
 }
 
 /// Restores a snapshot file (from `etcdctl snapshot save` against kybern) into `data_dir`, which

@@ -1,5 +1,6 @@
 //! The kybern store member: etcd v3 gRPC services over `mvcc`, and the `Kv` trait.
 
+pub mod authority;
 pub mod config;
 pub mod grpc;
 pub mod kv;

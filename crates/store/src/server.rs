@@ -14,6 +14,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
+use crate::authority::FixAuthority;
 use crate::config::StoreArgs;
 use crate::grpc::Services;
 use crate::member::{Member, Settings};
@@ -182,7 +183,7 @@ pub async fn accept_loop(
                 Some(a) => match a.accept(stream).await {
                     Ok(s) => {
                         builder
-                            .serve_connection_with_upgrades(TokioIo::new(s), svc)
+                            .serve_connection_with_upgrades(TokioIo::new(FixAuthority::new(s)), svc)
                             .await
                     }
                     Err(e) => {
@@ -192,7 +193,10 @@ pub async fn accept_loop(
                 },
                 None => {
                     builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .serve_connection_with_upgrades(
+                            TokioIo::new(FixAuthority::new(stream)),
+                            svc,
+                        )
                         .await
                 }
             };
