@@ -2,7 +2,9 @@
 
 pub mod apply;
 pub mod backend;
+pub mod bbolt;
 mod error;
+pub mod etcd_import;
 pub mod index;
 pub mod lease;
 pub mod rev;
