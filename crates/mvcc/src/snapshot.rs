@@ -96,7 +96,9 @@ pub fn restore(file: &Path, data_dir: &Path, opts: &RestoreOptions) -> Result<Re
             data_dir.display()
         )));
     }
-    let res = if bbolt::looks_like_bolt(&data) {
+    // redb files start with their own magic; a bbolt meta page can be damaged, so its magic is
+    // also looked for where meta 1 sits.
+    let res = if !data.starts_with(b"redb") && bbolt::looks_like_bolt(&data) {
         let db = etcd_body(file, &data, opts.skip_hash_check)?;
         etcd_import::import(db, data_dir, &opts.name).map(Restored::Etcd)
     } else {
