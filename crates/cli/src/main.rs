@@ -55,6 +55,10 @@ enum SnapshotCmd {
         /// Name of the restored member.
         #[arg(long, default_value = "default")]
         name: String,
+        /// Restore even without a valid SHA-256 trailer (as etcdctl's flag), e.g. a backend db
+        /// file copied out of an etcd data dir.
+        #[arg(long)]
+        skip_hash_check: bool,
     },
 }
 
@@ -89,10 +93,17 @@ fn main() -> ExitCode {
                                 file,
                                 data_dir,
                                 name,
+                                skip_hash_check,
                             },
                     }),
                 ..
-            } => mvcc_restore(&file, &data_dir, &name),
+            } => {
+                let opts = store::RestoreOptions {
+                    name,
+                    skip_hash_check,
+                };
+                mvcc_restore(&file, &data_dir, &opts)
+            }
             Cmd::Apiserver(args) => apiserver::run(args).await.map_err(failure), //B
         }
     });
@@ -108,14 +119,32 @@ fn main() -> ExitCode {
 fn mvcc_restore(
     file: &std::path::Path,
     data_dir: &std::path::Path,
-    name: &str,
+    opts: &store::RestoreOptions,
 ) -> Result<(), (u8, String)> {
-    store::restore_snapshot(file, data_dir, name).map_err(|e| (2, e.to_string()))?;
-    println!(
-        "restored snapshot {} into {}",
-        file.display(),
-        data_dir.display()
-    );
+    let restored = store::restore_snapshot(file, data_dir, opts).map_err(|e| (2, e.to_string()))?;
+    match restored {
+        store::Restored::Kybern => println!(
+            "restored kybern snapshot {} into {}",
+            file.display(),
+            data_dir.display()
+        ),
+        store::Restored::Etcd(i) => {
+            println!(
+                "restored etcd snapshot {} into {}: revision {}, compacted at {}, {} keys \
+                 ({} stored revisions), {} leases",
+                file.display(),
+                data_dir.display(),
+                i.revision,
+                i.compact_revision,
+                i.live_keys,
+                i.revisions,
+                i.leases
+            );
+            for n in &i.notes {
+                println!("note: {n}");
+            }
+        }
+    }
     Ok(())
 }
 

@@ -270,7 +270,10 @@ async fn config_file_in_etcd_form_is_used() {
     let members = c.member_list().await.unwrap();
     assert_eq!(members.members().len(), 1);
     assert_eq!(members.members()[0].name(), "configured");
-    assert_eq!(members.members()[0].client_urls(), [url.clone()]);
+    assert_eq!(
+        members.members()[0].client_urls(),
+        std::slice::from_ref(&url)
+    );
     assert!(
         data.is_dir(),
         "the data dir of the config file was not used"
@@ -397,16 +400,111 @@ async fn snapshot_restore_of_a_kybern_snapshot_serves_the_same_keys() {
     );
 }
 
-/// A snapshot saved from the real etcd 3.4 (a bbolt file) restores into kybern.
+/// More history on top of `fill`: enough keys for the bbolt key bucket to span several pages, a
+/// value larger than a page, a key rewritten and a compaction in the middle of its history, and
+/// a lease with a key attached. Returns (revision, compaction revision, lease id).
+async fn fill_history(m: &Member) -> (i64, i64, i64) {
+    let mut c = m.client().await.unwrap();
+    for i in 0..150 {
+        c.put(format!("many/{i:03}"), "m".repeat(90), None)
+            .await
+            .unwrap();
+    }
+    c.put("big", "b".repeat(10_000), None).await.unwrap();
+    let mut revs = Vec::new();
+    for i in 1..=5 {
+        let r = c.put("hist", format!("h{i}"), None).await.unwrap();
+        revs.push(r.header().unwrap().revision());
+    }
+    c.delete("many/149", None).await.unwrap();
+    let compact = revs[2];
+    c.compact(compact, None).await.unwrap();
+    let lease = c.lease_grant(600, None).await.unwrap().id();
+    c.put(
+        "leased",
+        "l1",
+        Some(etcd_client::PutOptions::new().with_lease(lease)),
+    )
+    .await
+    .unwrap();
+    let r = c.put("hist", "h6", None).await.unwrap();
+    (r.header().unwrap().revision(), compact, lease)
+}
+
+fn ctl(m: &Member, args: &[&str]) -> testkit::procs::Output {
+    m.etcdctl(args, None, Duration::from_secs(20)).unwrap()
+}
+
+/// What etcdctl answers about history, compaction and leases; `remaining(Ns)` masked.
+fn answers(m: &Member, rev: i64, compact: i64, lease: i64) -> Vec<(String, String, String)> {
+    let lease = format!("{lease:x}");
+    let revs: Vec<String> = (compact - 1..=rev).map(|r| r.to_string()).collect();
+    let mut cmds: Vec<Vec<&str>> = revs
+        .iter()
+        .map(|r| vec!["get", "hist", "--rev", r.as_str()])
+        .collect();
+    cmds.push(vec!["get", "", "--from-key"]);
+    cmds.push(vec!["get", "many/149", "--rev", &revs[1]]);
+    cmds.push(vec!["lease", "list"]);
+    cmds.push(vec!["lease", "timetolive", &lease, "--keys"]);
+    cmds.push(vec!["get", "leased", "-w", "fields"]);
+    let mut out: Vec<(String, String, String)> = cmds
+        .iter()
+        .map(|a| {
+            let o = ctl(m, a);
+            let mask = |t: &str| {
+                let t = match t.find("remaining(") {
+                    Some(i) => {
+                        let j = t[i..].find(')').map_or(t.len(), |j| i + j);
+                        format!("{}remaining(N){}", &t[..i], &t[j + 1..])
+                    }
+                    None => t.to_string(),
+                };
+                // the response header differs between the two clusters
+                // (and the client's JSON log lines carry timestamps and ports)
+                t.lines()
+                    .filter(|l| {
+                        ![
+                            "\"ClusterID\"",
+                            "\"MemberID\"",
+                            "\"RaftTerm\"",
+                            "{\"level\"",
+                        ]
+                        .iter()
+                        .any(|h| l.starts_with(h))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            (a.join(" "), mask(&o.stdout), mask(&o.stderr))
+        })
+        .collect();
+    // history replayed by a watch from just after the compaction point
+    let from = (compact + 1).to_string();
+    let w = m
+        .etcdctl(
+            &["watch", "--prefix", "", "--rev", &from],
+            None,
+            Duration::from_secs(3),
+        )
+        .unwrap();
+    out.push(("watch".into(), w.stdout, String::new()));
+    out
+}
+
+/// A snapshot saved from the real etcd 3.4 (a bbolt file) restores into kybern: the same keys,
+/// history, compaction point and leases as the etcd that made it answers.
 #[tokio::test]
 async fn snapshot_restore_of_an_etcd_snapshot_serves_the_same_keys() {
     let dir = tempfile::tempdir().unwrap();
     let src = Member::start(Kind::Etcd, MemberOpts::default())
         .await
         .unwrap();
-    let rev = fill(&src).await;
+    fill(&src).await;
+    let (rev, compact, lease) = fill_history(&src).await;
     let file = dir.path().join("etcd-backup.db");
     etcdctl_snapshot_save(&src, &file);
+    let want = answers(&src, rev, compact, lease);
     drop(src);
 
     let data = dir.path().join("restored");
@@ -414,7 +512,69 @@ async fn snapshot_restore_of_an_etcd_snapshot_serves_the_same_keys() {
     let m = Member::start_kybern(&bin(), MemberOpts::default().with_data_dir(&data))
         .await
         .unwrap();
+    let got = answers(&m, rev, compact, lease);
+    assert_eq!(want.len(), got.len());
+    for (w, g) in want.iter().zip(&got) {
+        assert_eq!(w, g, "etcd (left) and restored kybern (right) differ");
+    }
+    // the answers say what they should, not just the same thing
+    let first = &got[0];
+    assert!(
+        first
+            .2
+            .contains("mvcc: required revision has been compacted"),
+        "{first:?}"
+    );
+    assert!(got[1].1.contains("h3"), "{:?}", got[1]);
+    let ttl = got
+        .iter()
+        .find(|a| a.0.starts_with("lease timetolive"))
+        .unwrap();
+    assert!(
+        ttl.1.contains("granted with TTL(600s)") && ttl.1.contains("attached keys([leased])"),
+        "{ttl:?}"
+    );
+    let watch = &got.last().unwrap().1;
+    assert!(
+        watch.contains("h6") && watch.contains("DELETE\nmany/149"),
+        "{watch}"
+    );
     check_restored(&m, rev).await;
+}
+
+/// A damaged etcd snapshot is refused (its hash no longer matches) and nothing is created.
+#[tokio::test]
+async fn snapshot_restore_of_a_damaged_etcd_snapshot_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Member::start(Kind::Etcd, MemberOpts::default())
+        .await
+        .unwrap();
+    fill(&src).await;
+    let file = dir.path().join("etcd-backup.db");
+    etcdctl_snapshot_save(&src, &file);
+    drop(src);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[3 * 4096 + 200] ^= 0x55;
+    std::fs::write(&file, &bytes).unwrap();
+    let data = dir.path().join("restored");
+    let out = run(
+        &[
+            "store",
+            "snapshot",
+            "restore",
+            file.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        30,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("snapshot hash mismatch"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!data.exists());
 }
 
 #[tokio::test]

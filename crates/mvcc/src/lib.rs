@@ -2,8 +2,10 @@
 
 pub mod apply;
 pub mod backend;
+pub mod bbolt;
 pub mod bolt_writer;
 mod error;
+pub mod etcd_import;
 pub mod index;
 pub mod lease;
 pub mod rev;

@@ -9,7 +9,8 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use sha2::{Digest, Sha256};
 
 use crate::backend::{self, meta, KV, LEASES, META};
-use crate::{bolt_writer, Error, Store};
+use crate::etcd_import::{self, Imported};
+use crate::{bbolt, bolt_writer, Error, Store};
 
 impl Store {
     /// Writes a consistent snapshot of the store to a new file in `dir` and returns its path: a
@@ -104,57 +105,140 @@ pub struct EtcdLease {
     pub ttl: i64,
 }
 
-/// Restores a snapshot file (from `etcdctl snapshot save` against kybern) into `data_dir`, which
-/// must be empty or absent. The restored member gets a new member and cluster id.
-pub fn restore(file: &Path, data_dir: &Path, name: &str) -> Result<(), Error> {
+/// How to restore a snapshot.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// Name of the restored member.
+    pub name: String,
+    /// Accept a file without a valid SHA-256 trailer (etcdctl's `--skip-hash-check`), such as a
+    /// backend file copied out of a data directory.
+    pub skip_hash_check: bool,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            name: "default".into(),
+            skip_hash_check: false,
+        }
+    }
+}
+
+/// What a restore brought in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restored {
+    /// A kybern snapshot (a redb file).
+    Kybern,
+    /// An etcd v3 snapshot (a bbolt file).
+    Etcd(Imported),
+}
+
+/// Restores a snapshot file into `data_dir`, which must be empty or absent: either a kybern
+/// snapshot or one saved from etcd v3 (`etcdctl snapshot save`, a bbolt file). The SHA-256 that
+/// ends a snapshot is checked unless `skip_hash_check`. The restored member gets a new member and
+/// cluster id. A refused file leaves nothing behind.
+pub fn restore(file: &Path, data_dir: &Path, opts: &RestoreOptions) -> Result<Restored, Error> {
     let data = std::fs::read(file)?;
-    if data.len() < 32 {
-        return Err(Error::Damaged(format!(
-            "{} is too short to be a snapshot",
-            file.display()
-        )));
-    }
-    let (body, sum) = data.split_at(data.len() - 32);
-    if Sha256::digest(body).as_slice() != sum {
-        return Err(Error::Damaged(format!(
-            "{}: snapshot checksum mismatch (not a kybern snapshot, or damaged)",
-            file.display()
-        )));
-    }
-    if data_dir.exists() && std::fs::read_dir(data_dir)?.next().is_some() {
+    let existed = data_dir.exists();
+    if existed && std::fs::read_dir(data_dir)?.next().is_some() {
         return Err(Error::NotOurs(format!(
             "data dir {} exists and is not empty",
             data_dir.display()
         )));
     }
+    // redb files start with their own magic; a bbolt meta page can be damaged, so its magic is
+    // also looked for where meta 1 sits.
+    let res = if !data.starts_with(b"redb") && bbolt::looks_like_bolt(&data) {
+        let db = etcd_body(file, &data, opts.skip_hash_check)?;
+        etcd_import::import(db, data_dir, &opts.name).map(Restored::Etcd)
+    } else {
+        let body = kybern_body(file, &data, opts.skip_hash_check)?;
+        restore_kybern(file, body, data_dir, &opts.name).map(|()| Restored::Kybern)
+    };
+    if res.is_err() {
+        // Leave the directory as it was found: absent, or empty.
+        let _ = std::fs::remove_dir_all(data_dir.join("member"));
+        if !existed {
+            let _ = std::fs::remove_dir(data_dir);
+        }
+    }
+    res
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The bbolt database of an etcd snapshot, its hash checked as etcd's restore does: a file whose
+/// size is 32 past a multiple of 512 ends with the SHA-256 of what precedes it.
+fn etcd_body<'a>(file: &Path, data: &'a [u8], skip: bool) -> Result<&'a [u8], Error> {
+    let has_hash = data.len() % 512 == 32;
+    if !has_hash {
+        if skip {
+            return Ok(data);
+        }
+        return Err(Error::Damaged(format!(
+            "{}: snapshot missing hash but --skip-hash-check=false (an etcd snapshot ends with \
+             the SHA-256 of its database; a db file copied from a data dir has none: pass \
+             --skip-hash-check to restore it)",
+            file.display()
+        )));
+    }
+    let (body, sum) = data.split_at(data.len() - 32);
+    if !skip {
+        let actual = Sha256::digest(body);
+        if actual.as_slice() != sum {
+            return Err(Error::Damaged(format!(
+                "{}: snapshot hash mismatch: the file ends with sha256 {} but its database hashes \
+                 to {}; the snapshot is damaged",
+                file.display(),
+                hex(sum),
+                hex(&actual)
+            )));
+        }
+    }
+    Ok(body)
+}
+
+/// The redb file of a kybern snapshot, without its SHA-256 trailer.
+fn kybern_body<'a>(file: &Path, data: &'a [u8], skip: bool) -> Result<&'a [u8], Error> {
+    let split = data.len().checked_sub(32).map(|n| data.split_at(n));
+    match split {
+        Some((body, sum)) if Sha256::digest(body).as_slice() == sum => Ok(body),
+        _ if skip => Ok(data),
+        None => Err(Error::Damaged(format!(
+            "{} is too short to be a snapshot",
+            file.display()
+        ))),
+        Some(_) => Err(Error::Damaged(format!(
+            "{}: snapshot checksum mismatch (neither an etcd nor a kybern snapshot, or damaged)",
+            file.display()
+        ))),
+    }
+}
+
+fn restore_kybern(file: &Path, body: &[u8], data_dir: &Path, name: &str) -> Result<(), Error> {
     let db_path = backend::db_path(data_dir);
     std::fs::create_dir_all(db_path.parent().unwrap_or(data_dir))?;
     std::fs::write(&db_path, body)?;
-    let fixed = (|| -> Result<(), Error> {
-        let db = Database::open(&db_path).map_err(|e| {
-            Error::Damaged(format!("{}: not a kybern snapshot: {e}", file.display()))
-        })?;
-        let tx = db.begin_write()?;
-        {
-            let mut m = tx.open_table(META)?;
-            let format = m.get(meta::FORMAT)?.map(|v| v.value().to_vec());
-            if format.as_deref() != Some(backend::FORMAT.as_bytes()) {
-                return Err(Error::Damaged(format!(
-                    "{}: not a kybern snapshot",
-                    file.display()
-                )));
-            }
-            m.insert(meta::CLUSTER_ID, &rand::random::<u64>().to_be_bytes()[..])?;
-            m.insert(meta::MEMBER_ID, &rand::random::<u64>().to_be_bytes()[..])?;
-            m.insert(meta::MEMBER_NAME, name.as_bytes())?;
-            m.remove(meta::ALARMS)?;
+    let db = Database::open(&db_path)
+        .map_err(|e| Error::Damaged(format!("{}: not a kybern snapshot: {e}", file.display())))?;
+    let tx = db.begin_write()?;
+    {
+        let mut m = tx.open_table(META)?;
+        let format = m.get(meta::FORMAT)?.map(|v| v.value().to_vec());
+        if format.as_deref() != Some(backend::FORMAT.as_bytes()) {
+            return Err(Error::Damaged(format!(
+                "{}: not a kybern snapshot",
+                file.display()
+            )));
         }
-        tx.commit()?;
-        let _ = db.begin_read()?;
-        Ok(())
-    })();
-    if fixed.is_err() {
-        let _ = std::fs::remove_dir_all(data_dir.join("member"));
+        m.insert(meta::CLUSTER_ID, &rand::random::<u64>().to_be_bytes()[..])?;
+        m.insert(meta::MEMBER_ID, &rand::random::<u64>().to_be_bytes()[..])?;
+        m.insert(meta::MEMBER_NAME, name.as_bytes())?;
+        m.remove(meta::ALARMS)?;
     }
-    fixed
+    tx.commit()?;
+    let _ = db.begin_read()?;
+    Ok(())
 }

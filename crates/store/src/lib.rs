@@ -15,11 +15,15 @@ pub use config::{ConfigError, StoreArgs};
 pub use kv::{Kv, WatchSpec, WatchStream};
 pub use member::{Member, Settings};
 
-/// Restores a snapshot file into a new data directory (`kybern store snapshot restore`).
+pub use mvcc::etcd_import::Imported;
+pub use mvcc::snapshot::{RestoreOptions, Restored};
+
+/// Restores a snapshot file, kybern's or etcd's, into a new data directory (`kybern store
+/// snapshot restore`).
 pub fn restore_snapshot(
     file: &std::path::Path,
     data_dir: &std::path::Path,
-    name: &str,
-) -> Result<(), mvcc::Error> {
-    mvcc::snapshot::restore(file, data_dir, name)
+    opts: &RestoreOptions,
+) -> Result<Restored, mvcc::Error> {
+    mvcc::snapshot::restore(file, data_dir, opts)
 }
