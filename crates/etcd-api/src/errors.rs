@@ -28,6 +28,9 @@ etcd_errors! {
     not_capable => FailedPrecondition, "etcdserver: not capable";
     stopped => Unavailable, "etcdserver: server stopped";
     corrupt => DataLoss, "etcdserver: corrupt cluster";
+    no_leader => Unavailable, "etcdserver: no leader";
+    timeout => Unavailable, "etcdserver: request timed out";
+    leader_changed => Unavailable, "etcdserver: leader changed";
     auth_not_enabled => FailedPrecondition, "etcdserver: authentication is not enabled";
     unimplemented_auth => Unimplemented, "etcdserver: authentication is not supported by kybern yet";
 }

@@ -271,6 +271,16 @@ impl Store {
     /// Applies `ops` in order in one backend transaction; each answer is that of etcd. The outer
     /// error is a backend failure, after which the store must not be used.
     pub fn apply(self: &Arc<Self>, ops: Vec<Op>) -> Result<Vec<Result<OpResult, Status>>, Error> {
+        self.apply_with_meta(ops, &[])
+    }
+
+    /// `apply`, also setting the meta entries `extra` in the same backend transaction (the
+    /// replicated store records the last applied log entry this way).
+    pub fn apply_with_meta(
+        self: &Arc<Self>,
+        ops: Vec<Op>,
+        extra: &[(&str, Vec<u8>)],
+    ) -> Result<Vec<Result<OpResult, Status>>, Error> {
         let _w = self.write_lock.lock();
         let wtx = self.db.read().begin_write()?;
         let mut cur = self.revision();
@@ -365,6 +375,9 @@ impl Store {
                 results.push(res);
             }
             metat.insert(meta::REVISION, &(cur as u64).to_be_bytes()[..])?;
+            for (name, value) in extra {
+                metat.insert(*name, value.as_slice())?;
+            }
         }
         wtx.commit()?;
         if let Some(rev) = compacted_to {

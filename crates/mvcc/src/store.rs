@@ -186,6 +186,28 @@ impl Store {
         })
     }
 
+    /// A meta entry of the backend (for example the replicated store's last applied log entry).
+    pub fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
+        let tx = self.db.read().begin_read()?;
+        let t = tx.open_table(META)?;
+        Ok(t.get(name)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Gives a store just created the cluster's member and cluster ids (a replicated member's ids
+    /// are derived from the cluster's configuration, as etcd's are).
+    pub fn set_identity(&mut self, cluster_id: u64, member_id: u64) -> Result<(), Error> {
+        let tx = self.db.get_mut().begin_write()?;
+        {
+            let mut m = tx.open_table(META)?;
+            m.insert(meta::CLUSTER_ID, &cluster_id.to_be_bytes()[..])?;
+            m.insert(meta::MEMBER_ID, &member_id.to_be_bytes()[..])?;
+        }
+        tx.commit()?;
+        self.cluster_id = cluster_id;
+        self.member_id = member_id;
+        Ok(())
+    }
+
     pub fn path(&self) -> PathBuf {
         self.path.clone()
     }

@@ -13,6 +13,8 @@ pub enum CompactionMode {
     Revision,
 }
 
+const DEFAULT_INITIAL_CLUSTER: &str = "default=http://localhost:2380";
+
 /// Flags of `kybern store`, named and defaulted as etcd's.
 #[derive(Clone, Debug, Args)]
 pub struct StoreArgs {
@@ -34,6 +36,29 @@ pub struct StoreArgs {
     /// Comma-separated peer URLs of this member to advertise to the rest of the cluster.
     #[arg(long, default_value = "http://localhost:2380")]
     pub initial_advertise_peer_urls: String,
+    /// Initial cluster configuration for bootstrapping: NAME=PEER-URL pairs, comma separated (a
+    /// name may repeat for several URLs). With more than one member the store is replicated
+    /// through Raft; this member is the entry named --name.
+    #[arg(long, default_value = DEFAULT_INITIAL_CLUSTER)]
+    pub initial_cluster: String,
+    /// 'new' when every member of --initial-cluster starts a new cluster together; 'existing'
+    /// to join a cluster that runs already (after `etcdctl member add`).
+    #[arg(long, value_enum, default_value = "new")]
+    pub initial_cluster_state: ClusterState,
+    /// Initial cluster token: members of different clusters with the same peer URLs get
+    /// different member and cluster ids.
+    #[arg(long, default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, default_value_t = 1000)]
+    pub election_timeout: u64,
+    /// Number of committed transactions to trigger a snapshot to disk (accepted; kybern keeps the
+    /// whole Raft log for now).
+    #[arg(long, default_value_t = 100_000)]
+    pub snapshot_count: u64,
     /// Raise an alarm (NOSPACE) and refuse writes when the backend exceeds this size in bytes
     /// (0: the default of 2 GiB; negative: no quota).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
@@ -83,6 +108,12 @@ struct FileConfig {
     advertise_client_urls: Option<String>,
     listen_peer_urls: Option<String>,
     initial_advertise_peer_urls: Option<String>,
+    initial_cluster: Option<String>,
+    initial_cluster_state: Option<ClusterState>,
+    initial_cluster_token: Option<String>,
+    heartbeat_interval: Option<u64>,
+    election_timeout: Option<u64>,
+    snapshot_count: Option<u64>,
     quota_backend_bytes: Option<i64>,
     auto_compaction_mode: Option<CompactionMode>,
     auto_compaction_retention: Option<serde_yamlish::Scalar>,
@@ -132,6 +163,12 @@ impl StoreArgs {
                 advertise_client_urls,
                 listen_peer_urls,
                 initial_advertise_peer_urls,
+                initial_cluster,
+                initial_cluster_state,
+                initial_cluster_token,
+                heartbeat_interval,
+                election_timeout,
+                snapshot_count,
                 quota_backend_bytes,
                 auto_compaction_mode,
                 max_request_bytes,
@@ -173,7 +210,45 @@ impl StoreArgs {
             return Err(ConfigError("--max-txn-ops must be positive".into()));
         }
         self.retention()?;
+        if self.heartbeat_interval == 0 || self.election_timeout < 5 * self.heartbeat_interval {
+            return Err(ConfigError(format!(
+                "--election-timeout[{}ms] should be at least 5 times as --heartbeat-interval[{}ms]",
+                self.election_timeout, self.heartbeat_interval
+            )));
+        }
+        if self.initial_cluster == DEFAULT_INITIAL_CLUSTER && self.name != "default" {
+            // As etcd: the default cluster is this member alone, under its own name.
+            self.initial_cluster = self
+                .initial_advertise_peer_urls
+                .split(',')
+                .map(|u| format!("{}={}", self.name, u.trim()))
+                .collect::<Vec<_>>()
+                .join(",");
+        }
+        let members = self.cluster().map_err(ConfigError)?;
+        if !members.values().any(|m| m.name == self.name) {
+            return Err(ConfigError(format!(
+                "couldn't find local name {:?} in the initial cluster configuration",
+                self.name
+            )));
+        }
         Ok(self)
+    }
+
+    /// The members of --initial-cluster by member id.
+    pub fn cluster(
+        &self,
+    ) -> Result<std::collections::BTreeMap<u64, crate::raft::MemberInfo>, String> {
+        crate::raft::node::parse_initial_cluster(&self.initial_cluster, &self.initial_cluster_token)
+    }
+
+    /// Whether the store is replicated: --initial-cluster names more than one member.
+    pub fn replicated(&self) -> bool {
+        self.cluster().map(|c| c.len() > 1).unwrap_or(false)
+    }
+
+    pub fn peer_urls(&self) -> Result<Vec<url::Url>, ConfigError> {
+        parse_urls("--listen-peer-urls", &self.listen_peer_urls)
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -223,6 +298,13 @@ impl StoreArgs {
             }
         })
     }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterState {
+    New,
+    Existing,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -174,9 +174,26 @@ impl PbClusterService for Services {
     }
     async fn member_list(&self, _: Request<PbMemberListRequest>) -> Answer<PbMemberListResponse> {
         let m = &self.member;
+        let members = match m.raft() {
+            None => vec![self.me()],
+            Some(node) => {
+                let mut out = Vec::new();
+                for (id, info, is_learner) in node.members() {
+                    let (name, client_urls) = node.info_of(id, &info).await;
+                    out.push(PbMember {
+                        id,
+                        name,
+                        peer_ur_ls: info.peer_urls,
+                        client_ur_ls: client_urls,
+                        is_learner,
+                    });
+                }
+                out
+            }
+        };
         Ok(Response::new(PbMemberListResponse {
             header: m.header(0), // etcd leaves the revision out of cluster answers
-            members: vec![self.me()],
+            members,
         }))
     }
 }
@@ -191,7 +208,11 @@ impl PbMaintenanceService for Services {
         let m = &self.member;
         let (db_size, in_use) = m.store.db_size();
         let rev = m.store.revision();
-        let index = m.applied.load(std::sync::atomic::Ordering::Relaxed);
+        let (index, applied) = m.raft_index();
+        let leader = match m.raft() {
+            Some(n) => n.leader().map_or(0, |(id, _)| id),
+            None => m.store.member_id,
+        };
         let errors = m
             .store
             .alarms()
@@ -202,10 +223,10 @@ impl PbMaintenanceService for Services {
             header: m.header(rev),
             version: ETCD_VERSION.into(),
             db_size,
-            leader: m.store.member_id,
+            leader,
             raft_index: index,
-            raft_term: m.term,
-            raft_applied_index: index,
+            raft_term: m.term(),
+            raft_applied_index: applied,
             errors,
             db_size_in_use: in_use,
             is_learner: false,

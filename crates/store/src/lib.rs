@@ -6,6 +6,7 @@ pub mod grpc;
 pub mod kv;
 pub mod member;
 pub mod metrics;
+pub mod raft;
 pub mod remote;
 pub mod server;
 pub mod tls;

@@ -17,6 +17,7 @@ use tonic::Status;
 
 use crate::config::Retention;
 use crate::kv::{Kv, WatchSpec, WatchStream};
+use crate::raft::node::{ClusterConfig, RaftNode};
 
 pub struct Settings {
     pub name: String,
@@ -49,11 +50,18 @@ impl Default for Settings {
 
 type Job = (Op, oneshot::Sender<Result<OpResult, Status>>);
 
+/// Where writes go: the local apply thread (a single-member store) or Raft.
+enum Writer {
+    Local(mpsc::Sender<Job>),
+    Raft(Arc<RaftNode>),
+}
+
 pub struct Member {
     pub store: Arc<Store>,
     pub settings: Settings,
-    tx: mpsc::Sender<Job>,
-    pub term: u64,
+    writer: Writer,
+    /// The term reported by a single-member store (a replicated one reports Raft's).
+    term: u64,
     pub applied: Arc<AtomicU64>,
     pub started: Instant,
 }
@@ -72,10 +80,62 @@ impl Member {
         let (tx, rx) = mpsc::channel::<Job>(MAX_BATCH * 4);
         let applied = Arc::new(AtomicU64::new(store.revision() as u64));
         spawn_apply_thread(store.clone(), rx, applied.clone());
+        Ok(Self::with_writer(
+            store,
+            settings,
+            Writer::Local(tx),
+            applied,
+        ))
+    }
+
+    /// Opens the data dir as a member of a replicated store and starts Raft. A data dir that
+    /// belongs to another member or cluster is refused.
+    pub async fn start_replicated(
+        data_dir: &std::path::Path,
+        settings: Settings,
+        cluster: &ClusterConfig,
+    ) -> anyhow::Result<Arc<Member>> {
+        let mut store = Store::open(data_dir)?;
+        let cluster_id = cluster.cluster_id();
+        if store.created {
+            store.set_identity(cluster_id, cluster.me)?;
+        } else if (store.cluster_id, store.member_id) != (cluster_id, cluster.me) {
+            anyhow::bail!(
+                "data dir {} belongs to member {:x} of cluster {:x}, but --name, --initial-cluster and                  --initial-cluster-token make this member {:x} of cluster {:x}; refusing to start:                  give this member an empty --data-dir, or the flags it was created with",
+                data_dir.display(),
+                store.member_id,
+                store.cluster_id,
+                cluster.me,
+                cluster_id
+            );
+        }
+        let store = Arc::new(store);
+        let node = RaftNode::start(
+            data_dir,
+            store.clone(),
+            cluster,
+            settings.client_urls.clone(),
+        )
+        .await?;
+        let applied = Arc::new(AtomicU64::new(0));
+        Ok(Self::with_writer(
+            store,
+            settings,
+            Writer::Raft(node),
+            applied,
+        ))
+    }
+
+    fn with_writer(
+        store: Arc<Store>,
+        settings: Settings,
+        writer: Writer,
+        applied: Arc<AtomicU64>,
+    ) -> Arc<Member> {
         let m = Arc::new(Member {
             store,
             settings,
-            tx,
+            writer,
             term: 2,
             applied,
             started: Instant::now(),
@@ -84,7 +144,42 @@ impl Member {
         if let Some(r) = m.settings.retention {
             tokio::spawn(auto_compaction_loop(Arc::downgrade(&m), r));
         }
-        Ok(m)
+        m
+    }
+
+    /// Raft, when the store is replicated.
+    pub fn raft(&self) -> Option<&Arc<RaftNode>> {
+        match &self.writer {
+            Writer::Raft(n) => Some(n),
+            Writer::Local(_) => None,
+        }
+    }
+
+    /// Whether this member does the cluster's timed duties (lease expiry, auto compaction): the
+    /// leader of a replicated store, or a single member.
+    pub fn leads(&self) -> bool {
+        self.raft().is_none_or(|n| n.is_leader())
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raft().map_or(self.term, |n| n.term())
+    }
+
+    /// (last log index, applied index) as etcd's Status reports them.
+    pub fn raft_index(&self) -> (u64, u64) {
+        match self.raft() {
+            Some(n) => {
+                let m = n.raft.metrics().borrow().clone();
+                (
+                    m.last_log_index.unwrap_or(0),
+                    m.last_applied.map_or(0, |l| l.index),
+                )
+            }
+            None => {
+                let i = self.applied.load(Ordering::Relaxed);
+                (i, i)
+            }
+        }
     }
 
     pub fn header(&self, revision: i64) -> Option<PbResponseHeader> {
@@ -92,7 +187,7 @@ impl Member {
             cluster_id: self.store.cluster_id,
             member_id: self.store.member_id,
             revision,
-            raft_term: self.term,
+            raft_term: self.term(),
         })
     }
 
@@ -105,12 +200,14 @@ impl Member {
 
     /// Sends an operation to the apply thread and waits for its answer.
     pub async fn submit(&self, op: Op) -> Result<OpResult, Status> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send((op, tx))
-            .await
-            .map_err(|_| errors::stopped())?;
-        rx.await.map_err(|_| errors::stopped())?
+        match &self.writer {
+            Writer::Raft(node) => node.write(op).await,
+            Writer::Local(queue) => {
+                let (tx, rx) = oneshot::channel();
+                queue.send((op, tx)).await.map_err(|_| errors::stopped())?;
+                rx.await.map_err(|_| errors::stopped())?
+            }
+        }
     }
 
     fn check_size(&self, m: &impl Message) -> Result<(), Status> {
@@ -232,6 +329,9 @@ async fn lease_expiry_loop(m: std::sync::Weak<Member>) {
     loop {
         tick.tick().await;
         let Some(m) = m.upgrade() else { return };
+        if !m.leads() {
+            continue;
+        }
         for id in m.store.expired_leases() {
             tracing::debug!(
                 lease = id,
@@ -252,6 +352,9 @@ async fn auto_compaction_loop(m: std::sync::Weak<Member>, r: Retention) {
     loop {
         tick.tick().await;
         let Some(m) = m.upgrade() else { return };
+        if !m.leads() {
+            continue;
+        }
         let now = Instant::now();
         let cur = m.store.revision();
         samples.push_back((now, cur));
@@ -286,6 +389,9 @@ async fn auto_compaction_loop(m: std::sync::Weak<Member>, r: Retention) {
 impl Kv for Member {
     async fn range(&self, req: PbRangeRequest) -> Result<PbRangeResponse, Status> {
         check_range(&req)?;
+        if let (Some(node), false) = (self.raft(), req.serializable) {
+            node.linearize().await?;
+        }
         let mut r = self.store.range(&req)?;
         self.fill(&mut r.header);
         Ok(r)
@@ -381,7 +487,10 @@ impl Kv for Member {
     }
 
     async fn lease_keep_alive(&self, id: i64) -> Result<PbLeaseKeepAliveResponse, Status> {
-        let ttl = self.store.lease_renew(id).unwrap_or(0);
+        let ttl = match self.raft() {
+            Some(node) => node.keep_alive(id).await?,
+            None => self.store.lease_renew(id).unwrap_or(0),
+        };
         Ok(PbLeaseKeepAliveResponse {
             header: self.header(self.store.revision()),
             id,

@@ -15,10 +15,11 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 use crate::authority::FixAuthority;
-use crate::config::StoreArgs;
+use crate::config::{ClusterState, StoreArgs};
 use crate::grpc::Services;
 use crate::member::{Member, Settings};
 use crate::metrics;
+use crate::raft::node::ClusterConfig;
 
 /// Extra room gRPC accepts above --max-request-bytes, as etcd (requests between the two limits get
 /// etcd's own "request is too large").
@@ -116,8 +117,42 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir();
     let settings = settings(&args)?;
     let tls = crate::tls::server_config(&args)?;
-    let member = Member::start(&data_dir, settings)
-        .map_err(|e| anyhow::anyhow!("cannot start store member: {e}"))?;
+    let member = if args.replicated() {
+        let members = args.cluster().map_err(anyhow::Error::msg)?;
+        let me = members
+            .iter()
+            .find(|(_, m)| m.name == args.name)
+            .map(|(id, _)| *id)
+            .ok_or_else(|| anyhow::anyhow!("--name {} is not in --initial-cluster", args.name))?;
+        let cluster = ClusterConfig {
+            me,
+            members,
+            new_cluster: args.initial_cluster_state == ClusterState::New,
+            token: args.initial_cluster_token.clone(),
+            heartbeat: std::time::Duration::from_millis(args.heartbeat_interval),
+            election: std::time::Duration::from_millis(args.election_timeout),
+        };
+        // Peers must reach this member before it can take part in an election.
+        let m = Member::start_replicated(&data_dir, settings, &cluster)
+            .await
+            .context("cannot start store member")?;
+        let node = m.raft().cloned().expect("a replicated member has raft");
+        for url in args.peer_urls()? {
+            let listener = TcpListener::bind(host_port(&url, 2380))
+                .await
+                .with_context(|| format!("cannot listen on peer URL {url}"))?;
+            tracing::info!(%url, "serving peer traffic (raft)");
+            tokio::spawn(accept_loop(
+                listener,
+                crate::raft::peer::router(node.clone()),
+                None,
+            ));
+        }
+        m
+    } else {
+        Member::start(&data_dir, settings)
+            .map_err(|e| anyhow::anyhow!("cannot start store member: {e}"))?
+    };
     tracing::info!(
         name = %args.name, data_dir = %data_dir.display(), revision = member.store.revision(),
         member_id = %format!("{:x}", member.store.member_id), cluster_id = %format!("{:x}", member.store.cluster_id),
@@ -126,12 +161,7 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
     let app = router(member.clone());
     let mut servers = Vec::new();
     for url in args.client_urls()? {
-        let addr = format!(
-            "{}:{}",
-            url.host_str().unwrap_or("localhost"),
-            url.port().unwrap_or(2379)
-        );
-        let listener = TcpListener::bind(&addr)
+        let listener = TcpListener::bind(host_port(&url, 2379))
             .await
             .with_context(|| format!("cannot listen on {url}"))?;
         let tls = (url.scheme() == "https").then(|| tls.clone()).flatten();
@@ -146,6 +176,14 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
         s.abort();
     }
     Ok(())
+}
+
+fn host_port(url: &url::Url, default_port: u16) -> String {
+    format!(
+        "{}:{}",
+        url.host_str().unwrap_or("localhost"),
+        url.port().unwrap_or(default_port)
+    )
 }
 
 async fn shutdown_signal() {

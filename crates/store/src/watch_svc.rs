@@ -31,7 +31,7 @@ impl Hdr {
         Hdr {
             cluster_id: m.store.cluster_id,
             member_id: m.store.member_id,
-            term: m.term,
+            term: m.term(),
         }
     }
     fn at(self, revision: i64) -> Option<PbResponseHeader> {

@@ -1,0 +1,314 @@
+//! A member of a replicated store: openraft over the log store, the mvcc state machine and the
+//! peer network, plus what the member's client-facing code asks of it: write through the leader,
+//! wait for a linearizable read point, renew a lease where expiry is decided.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use etcd_api::errors;
+use mvcc::{Op, OpResult, Store};
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::SnapshotPolicy;
+use tonic::Status;
+
+use super::log::LogStore;
+use super::network::{CallError, Network, Peers};
+use super::sm::StateMachine;
+use super::{Cmd, MemberInfo, NodeId, Raft, Reply};
+
+/// How long a write or a linearizable read may wait for a leader and its answer (etcd: 5 s plus
+/// two election timeouts).
+fn request_timeout(election: Duration) -> Duration {
+    Duration::from_secs(5) + 2 * election
+}
+
+/// The static configuration a member starts with (etcd's `--initial-cluster*` flags).
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub me: NodeId,
+    pub members: BTreeMap<NodeId, MemberInfo>,
+    /// `--initial-cluster-state new`: initialize the cluster when the log is empty.
+    pub new_cluster: bool,
+    pub token: String,
+    pub heartbeat: Duration,
+    pub election: Duration,
+}
+
+impl ClusterConfig {
+    pub fn cluster_id(&self) -> u64 {
+        super::cluster_id(&self.members.keys().copied().collect::<Vec<_>>())
+    }
+}
+
+/// Parses `--initial-cluster` (`name=url,name=url,...`; a name may repeat for several URLs) into
+/// members keyed by their etcd member id.
+pub fn parse_initial_cluster(s: &str, token: &str) -> Result<BTreeMap<NodeId, MemberInfo>, String> {
+    let mut by_name: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, url) = part
+            .split_once('=')
+            .ok_or_else(|| format!("--initial-cluster: {part:?} is not NAME=PEER-URL"))?;
+        url::Url::parse(url).map_err(|e| format!("--initial-cluster: {url:?}: {e}"))?;
+        by_name
+            .entry(name.to_string())
+            .or_default()
+            .push(url.trim_end_matches('/').to_string());
+    }
+    if by_name.is_empty() {
+        return Err("--initial-cluster is empty".into());
+    }
+    Ok(by_name
+        .into_iter()
+        .map(|(name, peer_urls)| {
+            (
+                super::member_id(&peer_urls, token),
+                MemberInfo { name, peer_urls },
+            )
+        })
+        .collect())
+}
+
+pub struct RaftNode {
+    pub raft: Raft,
+    pub id: NodeId,
+    pub peers: Peers,
+    pub store: Arc<Store>,
+    pub name: String,
+    pub client_urls: Vec<String>,
+    timeout: Duration,
+}
+
+impl RaftNode {
+    pub async fn start(
+        data_dir: &Path,
+        store: Arc<Store>,
+        cfg: &ClusterConfig,
+        client_urls: Vec<String>,
+    ) -> anyhow::Result<Arc<RaftNode>> {
+        let ms = |d: Duration| d.as_millis() as u64;
+        let config = openraft::Config {
+            cluster_name: cfg.token.clone(),
+            heartbeat_interval: ms(cfg.heartbeat),
+            election_timeout_min: ms(cfg.election),
+            election_timeout_max: ms(cfg.election) * 2,
+            snapshot_policy: SnapshotPolicy::Never,
+            ..Default::default()
+        }
+        .validate()
+        .context("raft configuration (--heartbeat-interval, --election-timeout)")?;
+        let log = LogStore::open(data_dir).context("opening the raft log")?;
+        let peers = Peers::default();
+        let sm = StateMachine {
+            store: store.clone(),
+        };
+        let network = Network {
+            peers: peers.clone(),
+        };
+        let raft = Raft::new(cfg.me, Arc::new(config), network, log, sm)
+            .await
+            .context("starting raft")?;
+        if cfg.new_cluster {
+            match raft.initialize(cfg.members.clone()).await {
+                Ok(()) => tracing::info!(members = cfg.members.len(), "initialized a new cluster"),
+                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                    tracing::info!("cluster already initialized; resuming from the log")
+                }
+                Err(e) => anyhow::bail!("cannot initialize the cluster: {e}"),
+            }
+        }
+        let name = cfg
+            .members
+            .get(&cfg.me)
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let node = Arc::new(RaftNode {
+            raft,
+            id: cfg.me,
+            peers,
+            store,
+            name,
+            client_urls,
+            timeout: request_timeout(cfg.election),
+        });
+        tokio::spawn(renew_leases_on_election(Arc::downgrade(&node)));
+        Ok(node)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
+    /// The leader as this member knows it.
+    pub fn leader(&self) -> Option<(NodeId, MemberInfo)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, node))
+    }
+
+    /// Every member with whether it is a learner, from the current membership.
+    pub fn members(&self) -> Vec<(NodeId, MemberInfo, bool)> {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, n)| (*id, n.clone(), !voters.contains(id)))
+            .collect()
+    }
+
+    /// Proposes `op` if this member leads; `None` when it does not.
+    pub async fn write_as_leader(&self, op: Op) -> Option<Reply> {
+        match self.raft.client_write(Cmd(op)).await {
+            Ok(r) => Some(r.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => None,
+            Err(RaftError::APIError(e)) => Some(Reply(Some(Err(Status::internal(e.to_string()))))),
+            Err(RaftError::Fatal(_)) => Some(Reply(Some(Err(errors::stopped())))),
+        }
+    }
+
+    /// Commits `op` through the leader (this member or another) and returns its answer.
+    pub async fn write(&self, op: Op) -> Result<OpResult, Status> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.is_leader() {
+                if let Some(r) = self.write_as_leader(op.clone()).await {
+                    return unwrap(r);
+                }
+            } else if let Some((_, node)) = self.leader() {
+                match self
+                    .peers
+                    .call::<Cmd, Reply>(&node, "/raft/forward", &Cmd(op.clone()), left)
+                    .await
+                {
+                    Ok(r) => return unwrap(r),
+                    // Nothing was applied: the leader moved or is down; look again.
+                    Err(CallError::Unreachable(..)) | Err(CallError::Refused(..)) => {}
+                    Err(e @ CallError::Unknown(..)) => {
+                        tracing::warn!("forwarded write has an unknown outcome: {e}");
+                        return Err(errors::timeout());
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(self.no_answer());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn no_answer(&self) -> Status {
+        if self.leader().is_none() {
+            errors::no_leader()
+        } else {
+            errors::timeout()
+        }
+    }
+
+    /// Waits until this member has applied everything committed before the call (etcd's
+    /// ReadIndex): a read made afterwards is linearizable.
+    pub async fn linearize(&self) -> Result<(), Status> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.is_leader() {
+                if self.raft.ensure_linearizable().await.is_ok() {
+                    return Ok(());
+                }
+            } else if let Some((_, node)) = self.leader() {
+                if let Ok(index) = self
+                    .peers
+                    .call::<(), u64>(&node, "/raft/read_index", &(), left)
+                    .await
+                {
+                    let waited = self
+                        .raft
+                        .wait(Some(left))
+                        .applied_index_at_least(Some(index), "read index")
+                        .await;
+                    if waited.is_ok() {
+                        return Ok(());
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(self.no_answer());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Renews a lease where expiry is decided (the leader); the TTL left, 0 when it is gone.
+    pub async fn keep_alive(&self, id: i64) -> Result<i64, Status> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.is_leader() {
+                return Ok(self.store.lease_renew(id).unwrap_or(0));
+            }
+            if let Some((_, node)) = self.leader() {
+                if let Ok(ttl) = self
+                    .peers
+                    .call::<i64, i64>(&node, "/raft/keepalive", &id, left)
+                    .await
+                {
+                    // Followers keep their lessor close too, for time-to-live answers.
+                    self.store.lease_renew(id);
+                    return Ok(ttl);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(self.no_answer());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A member's published name and client URLs (this member's own without asking).
+    pub async fn info_of(&self, id: NodeId, node: &MemberInfo) -> (String, Vec<String>) {
+        if id == self.id {
+            return (self.name.clone(), self.client_urls.clone());
+        }
+        self.peers
+            .call::<(), (String, Vec<String>)>(node, "/raft/info", &(), Duration::from_millis(300))
+            .await
+            .unwrap_or_else(|_| (node.name.clone(), Vec::new()))
+    }
+}
+
+fn unwrap(r: Reply) -> Result<OpResult, Status> {
+    r.0.unwrap_or_else(|| Err(Status::internal("the log entry carried no command")))
+}
+
+/// A new leader starts every lease afresh (etcd's lessor promotion): the old leader's clock for
+/// them is gone, so their holders get a full TTL to keep them alive here.
+async fn renew_leases_on_election(node: std::sync::Weak<RaftNode>) {
+    let Some(mut metrics) = node.upgrade().map(|n| n.raft.metrics()) else {
+        return;
+    };
+    let mut was_leader = false;
+    while metrics.changed().await.is_ok() {
+        let Some(n) = node.upgrade() else { return };
+        let leader = metrics.borrow().current_leader == Some(n.id);
+        if leader && !was_leader {
+            let ids = n.store.lease_ids();
+            tracing::info!(
+                term = n.term(),
+                leases = ids.len(),
+                "became the leader; renewing every lease"
+            );
+            for id in ids {
+                n.store.lease_renew(id);
+            }
+        }
+        was_leader = leader;
+    }
+}
