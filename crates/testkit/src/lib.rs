@@ -1,5 +1,6 @@
 //! Dev-only test support: members as processes on loopback (kybern and real etcd), and the `Kv`
 //! conformance suite shared by every `Kv` implementation.
 
+pub mod cluster;
 pub mod conformance;
 pub mod procs;

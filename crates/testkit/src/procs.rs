@@ -86,6 +86,8 @@ pub struct MemberOpts {
     pub data_dir: Option<PathBuf>,
     /// The client URL; `None`: a free `http://127.0.0.1:<port>`.
     pub client_url: Option<String>,
+    /// The peer URL; `None`: a free `http://127.0.0.1:<port>`.
+    pub peer_url: Option<String>,
     /// Extra arguments appended after the standard ones (e.g. `--quota-backend-bytes`).
     pub args: Vec<String>,
     /// When true, only `args` are passed (no --name/--data-dir/--listen-* flags): for
@@ -107,6 +109,7 @@ impl Default for MemberOpts {
             name: "default".into(),
             data_dir: None,
             client_url: None,
+            peer_url: None,
             args: Vec::new(),
             raw_args: false,
             env: Vec::new(),
@@ -212,7 +215,7 @@ impl Member {
             kind.label()
         );
         let client_url = opts.client_url.clone().unwrap_or_else(free_url);
-        let peer_url = free_url();
+        let peer_url = opts.peer_url.clone().unwrap_or_else(free_url);
         let mut m = Member {
             kind,
             opts,
@@ -297,7 +300,7 @@ impl Member {
             cmd.args(["--listen-client-urls", u, "--advertise-client-urls", u]);
             let p = &self.peer_url;
             cmd.args(["--listen-peer-urls", p, "--initial-advertise-peer-urls", p]);
-            if self.kind.is_etcd() {
+            if self.kind.is_etcd() && !self.opts.args.iter().any(|a| a == "--initial-cluster") {
                 cmd.arg("--initial-cluster")
                     .arg(format!("{}={p}", self.opts.name));
                 cmd.args(["--initial-cluster-state", "new"]);

@@ -1,0 +1,158 @@
+//! The replicated store: three `kybern store` processes on loopback forming one cluster through
+//! `--initial-cluster`, driven by real clients.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use etcd_api::{PbPutRequest, PbRangeRequest};
+use store::remote::RemoteKv;
+use store::Kv;
+use testkit::cluster::Cluster;
+use testkit::procs::{etcdctl, Kind};
+
+fn kybern() -> Kind {
+    Kind::Kybern(PathBuf::from(env!("CARGO_BIN_EXE_kybern")))
+}
+
+async fn kv(url: &str) -> RemoteKv {
+    RemoteKv::connect(&[url.to_string()], None).await.unwrap()
+}
+
+/// The Kv conformance suite through a follower: writes are forwarded to the leader, linearizable
+/// reads wait for the read index, watches and leases work there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_of_three_conforms() {
+    let c = Cluster::start(kybern(), 3).await.unwrap();
+    let leader = c.leader().await.unwrap();
+    let follower = (leader + 1) % 3;
+    let kv = kv(&c.members[follower].client_url).await;
+    testkit::conformance::run_all(&kv).await;
+}
+
+/// etcdctl sees three started members and exactly one leader, on every member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_sees_every_member_and_one_leader() {
+    let c = Cluster::start(kybern(), 3).await.unwrap();
+    let eps = c.endpoints().join(",");
+    let out = etcdctl(
+        &eps,
+        &["member", "list", "-w", "json"],
+        None,
+        Duration::from_secs(20),
+        None,
+    )
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let members = v["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{}", out.stdout);
+    for (i, m) in c.members.iter().enumerate() {
+        let entry = members
+            .iter()
+            .find(|x| x["name"] == format!("m{i}"))
+            .unwrap_or_else(|| panic!("m{i} missing from {}", out.stdout));
+        assert_eq!(entry["clientURLs"][0], m.client_url.as_str());
+        assert_eq!(entry["peerURLs"][0], m.peer_url.as_str());
+    }
+    let first = &c.members[0].client_url;
+    let out = etcdctl(
+        first,
+        &["endpoint", "status", "--cluster", "-w", "json"],
+        None,
+        Duration::from_secs(20),
+        None,
+    )
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{}", out.stdout);
+    let leaders: Vec<_> = rows.iter().map(|r| r["Status"]["leader"].clone()).collect();
+    assert!(leaders.iter().all(|l| *l == leaders[0]), "{}", out.stdout);
+    let leader_rows = rows
+        .iter()
+        .filter(|r| r["Status"]["leader"] == r["Status"]["header"]["member_id"])
+        .count();
+    assert_eq!(leader_rows, 1, "{}", out.stdout);
+    let out = etcdctl(
+        first,
+        &["endpoint", "health", "--cluster"],
+        None,
+        Duration::from_secs(20),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        out.stderr.matches("is healthy").count(),
+        3,
+        "{}",
+        out.stderr
+    );
+}
+
+async fn get_local(kv: &RemoteKv, key: &str) -> Option<Vec<u8>> {
+    let r = kv
+        .range(PbRangeRequest {
+            key: key.as_bytes().to_vec(),
+            serializable: true,
+            ..Default::default()
+        })
+        .await
+        .ok()?;
+    r.kvs.first().map(|k| k.value.clone())
+}
+
+/// kill -9 of the leader in the middle of a stream of puts: a new leader takes over, every
+/// acknowledged put is on every member afterwards, and the killed member catches up on restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_loses_no_acknowledged_write() {
+    let mut c = Cluster::start(kybern(), 3).await.unwrap();
+    let leader = c.leader().await.unwrap();
+    let follower = (leader + 1) % 3;
+    let client = kv(&c.members[follower].client_url).await;
+    let mut acked = Vec::new();
+    let mut unknown = 0;
+    for i in 0..120 {
+        if i == 40 {
+            c.members[leader].kill9();
+        }
+        let key = format!("k{i:03}");
+        match client
+            .put(PbPutRequest {
+                key: key.clone().into_bytes(),
+                value: format!("v{i}").into_bytes(),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(_) => acked.push(key),
+            Err(_) => unknown += 1,
+        }
+    }
+    assert!(
+        acked.len() >= 100,
+        "only {} of 120 puts acknowledged ({unknown} failed)",
+        acked.len()
+    );
+    let new_leader = c.leader().await.unwrap();
+    assert_ne!(new_leader, leader);
+    c.members[leader].restart().await.unwrap();
+    let last = acked.last().unwrap().clone();
+    for m in &c.members {
+        let kv = kv(&m.client_url).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while get_local(&kv, &last).await.is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "{} never caught up",
+                m.client_url
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for key in &acked {
+            assert!(
+                get_local(&kv, key).await.is_some(),
+                "acknowledged {key} missing on {}",
+                m.client_url
+            );
+        }
+    }
+}
