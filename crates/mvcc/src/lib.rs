@@ -7,6 +7,7 @@ pub mod bolt_writer;
 mod error;
 pub mod etcd_import;
 pub mod index;
+mod install;
 pub mod lease;
 pub mod rev;
 pub mod snapshot;

@@ -18,6 +18,16 @@ impl Store {
     /// the SHA-256 of what precedes it, as etcd's snapshot stream is. `etcdctl snapshot status`
     /// reads it and etcd's restore takes it.
     pub fn snapshot_to(&self, dir: &Path) -> Result<PathBuf, Error> {
+        Ok(self.snapshot_with_meta(dir, &[])?.0)
+    }
+
+    /// `snapshot_to`, also returning the meta entries `names` as of the snapshot (the replicated
+    /// store's last applied log entry and membership).
+    pub fn snapshot_with_meta(
+        &self,
+        dir: &Path,
+        names: &[&str],
+    ) -> Result<(PathBuf, Vec<Option<Vec<u8>>>), Error> {
         let path = dir.join(format!(
             "kybern-snapshot-{}-{}.db",
             std::process::id(),
@@ -46,6 +56,10 @@ impl Store {
         }
         leases.sort();
         let m = rtx.open_table(META)?;
+        let mut wanted = Vec::new();
+        for name in names {
+            wanted.push(m.get(*name)?.map(|v| v.value().to_vec()));
+        }
         let mut metas = vec![(
             b"consistent_index".to_vec(),
             backend::get_u64(&m, meta::INDEX)?.to_be_bytes().to_vec(),
@@ -80,7 +94,7 @@ impl Store {
         f.write_all(&data)?;
         f.write_all(&sum)?;
         f.sync_all()?;
-        Ok(path)
+        Ok((path, wanted))
     }
 }
 

@@ -35,6 +35,64 @@ pub struct Store {
     pub created: bool,
 }
 
+/// What the store keeps in memory, as read from the backend.
+pub(crate) struct Loaded {
+    pub index: Index,
+    pub lessor: Lessor,
+    pub rev: i64,
+    pub compact_rev: i64,
+    pub alarms: Vec<(u64, i32)>,
+    pub cluster_id: u64,
+    pub member_id: u64,
+}
+
+impl Loaded {
+    /// Rebuilds the key index and the lessor from the backend.
+    pub(crate) fn read(db: &Database) -> Result<Loaded, Error> {
+        let mut index = Index::default();
+        let mut lessor = Lessor::default();
+        let tx = db.begin_read()?;
+        let m = tx.open_table(META)?;
+        let cluster_id = backend::get_u64(&m, meta::CLUSTER_ID)?;
+        let member_id = backend::get_u64(&m, meta::MEMBER_ID)?;
+        let mut rev = backend::get_u64(&m, meta::REVISION)? as i64;
+        let compact_rev = backend::get_u64(&m, meta::COMPACT_REV)? as i64;
+        let alarms = match m.get(meta::ALARMS)? {
+            Some(v) => decode_alarms(v.value()),
+            None => Vec::new(),
+        };
+        for row in tx.open_table(LEASES)?.iter()? {
+            let (id, ttl) = row?;
+            lessor.grant(id.value(), ttl.value());
+        }
+        for row in tx.open_table(KV)?.iter()? {
+            let (k, v) = row?;
+            let r = Rev::from_bytes(k.value())
+                .ok_or_else(|| Error::Damaged("bad revision key".into()))?;
+            let (tomb, kv) = decode_value(v.value())?;
+            index.restore(&kv.key, r, tomb, kv.create_revision, kv.version, kv.lease);
+            if !tomb && kv.lease != 0 {
+                lessor.attach(kv.lease, &kv.key);
+            }
+            rev = rev.max(r.main);
+        }
+        // A key whose newest version is attached to a lease only counts for that lease.
+        for (id, l) in lessor.leases.iter_mut() {
+            l.keys
+                .retain(|k| index.get(k).is_some_and(|h| h.live() && h.lease == *id));
+        }
+        Ok(Loaded {
+            index,
+            lessor,
+            rev: rev.max(1),
+            compact_rev,
+            alarms,
+            cluster_id,
+            member_id,
+        })
+    }
+}
+
 /// Answers of etcd's KV table reader, usable on a read or a write transaction.
 pub(crate) fn fetch(
     t: &impl ReadableTable<&'static [u8], &'static [u8]>,
@@ -136,52 +194,20 @@ impl Store {
     /// Opens (or creates) the store in `data_dir`, rebuilding the key index and the lessor.
     pub fn open(data_dir: &Path) -> Result<Store, Error> {
         let (db, created) = backend::open(data_dir)?;
-        let mut index = Index::default();
-        let mut lessor = Lessor::default();
-        let tx = db.begin_read()?;
-        let m = tx.open_table(META)?;
-        let cluster_id = backend::get_u64(&m, meta::CLUSTER_ID)?;
-        let member_id = backend::get_u64(&m, meta::MEMBER_ID)?;
-        let mut rev = backend::get_u64(&m, meta::REVISION)? as i64;
-        let compact_rev = backend::get_u64(&m, meta::COMPACT_REV)? as i64;
-        let alarms = match m.get(meta::ALARMS)? {
-            Some(v) => decode_alarms(v.value()),
-            None => Vec::new(),
-        };
-        for row in tx.open_table(LEASES)?.iter()? {
-            let (id, ttl) = row?;
-            lessor.grant(id.value(), ttl.value());
-        }
-        for row in tx.open_table(KV)?.iter()? {
-            let (k, v) = row?;
-            let r = Rev::from_bytes(k.value())
-                .ok_or_else(|| Error::Damaged("bad revision key".into()))?;
-            let (tomb, kv) = decode_value(v.value())?;
-            index.restore(&kv.key, r, tomb, kv.create_revision, kv.version, kv.lease);
-            if !tomb && kv.lease != 0 {
-                lessor.attach(kv.lease, &kv.key);
-            }
-            rev = rev.max(r.main);
-        }
-        // A key whose newest version is attached to a lease only counts for that lease.
-        for (id, l) in lessor.leases.iter_mut() {
-            l.keys
-                .retain(|k| index.get(k).is_some_and(|h| h.live() && h.lease == *id));
-        }
-        drop(m);
-        drop(tx);
+        let st = Loaded::read(&db)?;
+        let rev = st.rev;
         Ok(Store {
             path: backend::db_path(data_dir),
             db: RwLock::new(db),
-            index: RwLock::new(index),
-            rev: AtomicI64::new(rev.max(1)),
-            compact_rev: AtomicI64::new(compact_rev),
-            lessor: Mutex::new(lessor),
-            alarms: Mutex::new(alarms),
+            index: RwLock::new(st.index),
+            rev: AtomicI64::new(rev),
+            compact_rev: AtomicI64::new(st.compact_rev),
+            lessor: Mutex::new(st.lessor),
+            alarms: Mutex::new(st.alarms),
             write_lock: Mutex::new(()),
-            hub: WatchHub::new(rev.max(1)),
-            cluster_id,
-            member_id,
+            hub: WatchHub::new(rev),
+            cluster_id: st.cluster_id,
+            member_id: st.member_id,
             created,
         })
     }

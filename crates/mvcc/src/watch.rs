@@ -150,6 +150,16 @@ impl WatchHub {
         }
     }
 
+    /// After the store's contents were replaced (a snapshot installed), every watcher catches up
+    /// from the backend from where it was, up to `rev`.
+    pub(crate) fn desync_all(&self, rev: i64) {
+        let mut g = self.inner.lock();
+        g.last_rev = rev;
+        for w in g.watchers.values_mut().filter(|w| w.synced) {
+            w.synced = false;
+        }
+    }
+
     pub fn watcher_count(&self) -> usize {
         self.inner.lock().watchers.len()
     }

@@ -55,8 +55,8 @@ pub struct StoreArgs {
     /// Time (in milliseconds) for an election to timeout.
     #[arg(long, default_value_t = 1000)]
     pub election_timeout: u64,
-    /// Number of committed transactions to trigger a snapshot to disk (accepted; kybern keeps the
-    /// whole Raft log for now).
+    /// Number of committed transactions to trigger a snapshot to disk; the Raft log before it is
+    /// then dropped, and a member that needs it is sent the snapshot instead.
     #[arg(long, default_value_t = 100_000)]
     pub snapshot_count: u64,
     /// Raise an alarm (NOSPACE) and refuse writes when the backend exceeds this size in bytes

@@ -131,6 +131,7 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
             token: args.initial_cluster_token.clone(),
             heartbeat: std::time::Duration::from_millis(args.heartbeat_interval),
             election: std::time::Duration::from_millis(args.election_timeout),
+            snapshot_count: args.snapshot_count.max(1),
         };
         // Peers must reach this member before it can take part in an election.
         let m = Member::start_replicated(&data_dir, settings, &cluster)

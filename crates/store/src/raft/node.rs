@@ -35,6 +35,8 @@ pub struct ClusterConfig {
     pub token: String,
     pub heartbeat: Duration,
     pub election: Duration,
+    /// Committed entries between two snapshots (`--snapshot-count`).
+    pub snapshot_count: u64,
 }
 
 impl ClusterConfig {
@@ -94,7 +96,10 @@ impl RaftNode {
             heartbeat_interval: ms(cfg.heartbeat),
             election_timeout_min: ms(cfg.election),
             election_timeout_max: ms(cfg.election) * 2,
-            snapshot_policy: SnapshotPolicy::Never,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_count),
+            // Entries kept after a snapshot so that a slightly slow follower catches up from the
+            // log (etcd: --experimental-snapshot-catchup-entries, 5000).
+            max_in_snapshot_log_to_keep: 5000,
             ..Default::default()
         }
         .validate()
@@ -103,6 +108,7 @@ impl RaftNode {
         let peers = Peers::default();
         let sm = StateMachine {
             store: store.clone(),
+            dir: data_dir.join("member"),
         };
         let network = Network {
             peers: peers.clone(),

@@ -3,6 +3,7 @@
 //! resumes exactly after the last applied entry.
 
 use std::io::Cursor;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use mvcc::Store;
@@ -19,6 +20,16 @@ const MEMBERSHIP: &str = "raft_membership";
 
 pub struct StateMachine {
     pub store: Arc<Store>,
+    /// `<data-dir>/member`: where snapshots are built and kept.
+    pub dir: PathBuf,
+}
+
+/// A meta value as stored (absent: the default).
+fn dec<T: serde::de::DeserializeOwned + Default>(b: &Option<Vec<u8>>) -> Result<T, StorageError> {
+    match b {
+        Some(b) => postcard::from_bytes(b).map_err(|e| sm_err(ErrorVerb::Read, e)),
+        None => Ok(T::default()),
+    }
 }
 
 fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
@@ -41,20 +52,73 @@ impl StateMachine {
     }
 }
 
-/// Snapshots are not taken (the log is kept whole), so a lagging member catches up from the log.
-pub struct NoSnapshots;
+/// Builds a snapshot: the store as a bbolt file in etcd's layout (what `etcdctl snapshot save`
+/// gets), with the applied log id and membership read in the same transaction.
+pub struct Builder {
+    store: Arc<Store>,
+    dir: PathBuf,
+}
 
-impl RaftSnapshotBuilder<TypeConfig> for NoSnapshots {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        Err(sm_err(
+/// Where the newest snapshot (built or installed) is kept: `<data-dir>/member/raft-snapshot.*`.
+fn snapshot_files(dir: &Path) -> (PathBuf, PathBuf) {
+    (dir.join("raft-snapshot.db"), dir.join("raft-snapshot.meta"))
+}
+
+fn save_current(
+    dir: &Path,
+    meta: &SnapshotMeta<NodeId, MemberInfo>,
+    data: &[u8],
+) -> Result<(), StorageError> {
+    let (db, m) = snapshot_files(dir);
+    let w = |p: &Path, b: &[u8]| -> std::io::Result<()> {
+        let tmp = p.with_extension("tmp");
+        std::fs::write(&tmp, b)?;
+        std::fs::rename(&tmp, p)
+    };
+    w(&db, data).and_then(|()| w(&m, &enc(meta))).map_err(|e| {
+        io_err(
+            ErrorSubject::Snapshot(Some(meta.signature())),
             ErrorVerb::Write,
-            "kybern keeps the whole Raft log and builds no Raft snapshots yet",
-        ))
+            e,
+        )
+    })
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for Builder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let (store, dir) = (self.store.clone(), self.dir.clone());
+        let (path, metas) = tokio::task::spawn_blocking(move || {
+            store.snapshot_with_meta(&dir, &[APPLIED, MEMBERSHIP])
+        })
+        .await
+        .map_err(|e| sm_err(ErrorVerb::Read, e))?
+        .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let data = std::fs::read(&path).map_err(|e| sm_err(ErrorVerb::Read, e));
+        let _ = std::fs::remove_file(&path);
+        let data = data?;
+        let last_log_id: Option<LogId<NodeId>> = dec(&metas[0])?;
+        let last_membership: StoredMembership<NodeId, MemberInfo> = dec(&metas[1])?;
+        let meta = SnapshotMeta {
+            snapshot_id: format!(
+                "{}-{}-{:x}",
+                last_log_id.map_or(0, |l| l.leader_id.term),
+                last_log_id.map_or(0, |l| l.index),
+                rand::random::<u32>()
+            ),
+            last_log_id,
+            last_membership,
+        };
+        save_current(&self.dir, &meta, &data)?;
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "built a raft snapshot");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotBuilder = NoSnapshots;
+    type SnapshotBuilder = Builder;
 
     async fn applied_state(
         &mut self,
@@ -105,7 +169,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        NoSnapshots
+        Builder {
+            store: self.store.clone(),
+            dir: self.dir.clone(),
+        }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
@@ -114,16 +181,52 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn install_snapshot(
         &mut self,
-        _meta: &SnapshotMeta<NodeId, MemberInfo>,
-        _snapshot: Box<Cursor<Vec<u8>>>,
+        meta: &SnapshotMeta<NodeId, MemberInfo>,
+        snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
-        Err(sm_err(
-            ErrorVerb::Write,
-            "installing a Raft snapshot is not supported yet (members keep the whole log)",
-        ))
+        let data = snapshot.into_inner();
+        let body = strip_hash(&data)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?
+            .to_vec();
+        let extra = vec![
+            (APPLIED, enc(&meta.last_log_id)),
+            (MEMBERSHIP, enc(&meta.last_membership)),
+        ];
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.install_snapshot(&body, &extra))
+            .await
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        save_current(&self.dir, meta, &data)?;
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "installed a raft snapshot from the leader");
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        Ok(None)
+        let (db, m) = snapshot_files(&self.dir);
+        if !m.exists() {
+            return Ok(None);
+        }
+        let meta: SnapshotMeta<NodeId, MemberInfo> = std::fs::read(&m)
+            .map_err(|e| sm_err(ErrorVerb::Read, e))
+            .and_then(|b| postcard::from_bytes(&b).map_err(|e| sm_err(ErrorVerb::Read, e)))?;
+        let data = std::fs::read(&db).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
     }
+}
+
+/// The database of a snapshot without its SHA-256 trailer, which must match.
+fn strip_hash(data: &[u8]) -> Result<&[u8], String> {
+    use sha2::{Digest, Sha256};
+    if data.len() % 512 != 32 {
+        return Err(format!("snapshot of {} bytes carries no hash", data.len()));
+    }
+    let (body, sum) = data.split_at(data.len() - 32);
+    if Sha256::digest(body).as_slice() != sum {
+        return Err("snapshot hash mismatch: the snapshot was damaged in transfer".into());
+    }
+    Ok(body)
 }
