@@ -156,3 +156,64 @@ async fn killing_the_leader_loses_no_acknowledged_write() {
         }
     }
 }
+
+/// A member that was down while the others wrote far past a snapshot (and dropped the log it
+/// missed) is sent the snapshot, then the rest of the log, and serves the same history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_far_behind_catches_up_from_a_snapshot() {
+    let args = [
+        "--snapshot-count",
+        "20",
+        "--experimental-snapshot-catchup-entries",
+        "5",
+    ];
+    let mut c = Cluster::start_with(kybern(), 3, &args).await.unwrap();
+    let leader = c.leader().await.unwrap();
+    let lagging = (leader + 1) % 3;
+    c.members[lagging].stop().await.unwrap();
+    let client = kv(&c.members[leader].client_url).await;
+    for i in 0..100 {
+        let key = format!("s{:03}", i % 40);
+        client
+            .put(PbPutRequest {
+                key: key.into_bytes(),
+                value: format!("v{i}").into_bytes(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    c.members[lagging].restart().await.unwrap();
+    let behind = kv(&c.members[lagging].client_url).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get_local(&behind, "s019").await.as_deref() != Some(b"v99".as_slice()) {
+        assert!(
+            Instant::now() < deadline,
+            "the lagging member never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let snap = c.members[lagging]
+        .data_dir
+        .join("member")
+        .join("raft-snapshot.db");
+    assert!(
+        snap.exists(),
+        "no snapshot was installed at {}",
+        snap.display()
+    );
+    let all = |rev: i64| PbRangeRequest {
+        key: b"s".to_vec(),
+        range_end: b"t".to_vec(),
+        serializable: true,
+        revision: rev,
+        ..Default::default()
+    };
+    let want = client.range(all(0)).await.unwrap();
+    let got = behind.range(all(0)).await.unwrap();
+    assert_eq!(got.kvs, want.kvs);
+    assert_eq!(got.header.unwrap().revision, want.header.unwrap().revision);
+    // History from before the snapshot is there too.
+    let old = client.range(all(30)).await.unwrap();
+    assert_eq!(behind.range(all(30)).await.unwrap().kvs, old.kvs);
+}

@@ -59,6 +59,10 @@ pub struct StoreArgs {
     /// then dropped, and a member that needs it is sent the snapshot instead.
     #[arg(long, default_value_t = 100_000)]
     pub snapshot_count: u64,
+    /// Entries kept in the Raft log after a snapshot, so that a slow follower catches up from the
+    /// log rather than from a whole snapshot.
+    #[arg(long, default_value_t = 5000)]
+    pub experimental_snapshot_catchup_entries: u64,
     /// Raise an alarm (NOSPACE) and refuse writes when the backend exceeds this size in bytes
     /// (0: the default of 2 GiB; negative: no quota).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
@@ -114,6 +118,7 @@ struct FileConfig {
     heartbeat_interval: Option<u64>,
     election_timeout: Option<u64>,
     snapshot_count: Option<u64>,
+    experimental_snapshot_catchup_entries: Option<u64>,
     quota_backend_bytes: Option<i64>,
     auto_compaction_mode: Option<CompactionMode>,
     auto_compaction_retention: Option<serde_yamlish::Scalar>,
@@ -169,6 +174,7 @@ impl StoreArgs {
                 heartbeat_interval,
                 election_timeout,
                 snapshot_count,
+                experimental_snapshot_catchup_entries,
                 quota_backend_bytes,
                 auto_compaction_mode,
                 max_request_bytes,

@@ -19,6 +19,11 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` members named m0, m1, ... as one new cluster and waits until each answers.
     pub async fn start(kind: Kind, n: usize) -> Result<Cluster> {
+        Self::start_with(kind, n, &[]).await
+    }
+
+    /// `start`, with `args` given to every member.
+    pub async fn start_with(kind: Kind, n: usize, args: &[&str]) -> Result<Cluster> {
         let peers: Vec<String> = (0..n).map(|_| free_url()).collect();
         let initial = peers
             .iter()
@@ -36,6 +41,7 @@ impl Cluster {
                 "--initial-cluster-token",
                 "kybern-test",
             ]);
+            opts = opts.with_args(args.iter().copied());
             opts.peer_url = Some(peer.clone());
             opts.wait_ready = false;
             members.push(Member::start(kind.clone(), opts).await?);

@@ -37,6 +37,8 @@ pub struct ClusterConfig {
     pub election: Duration,
     /// Committed entries between two snapshots (`--snapshot-count`).
     pub snapshot_count: u64,
+    /// Entries kept after a snapshot (`--experimental-snapshot-catchup-entries`).
+    pub catchup_entries: u64,
 }
 
 impl ClusterConfig {
@@ -97,9 +99,7 @@ impl RaftNode {
             election_timeout_min: ms(cfg.election),
             election_timeout_max: ms(cfg.election) * 2,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_count),
-            // Entries kept after a snapshot so that a slightly slow follower catches up from the
-            // log (etcd: --experimental-snapshot-catchup-entries, 5000).
-            max_in_snapshot_log_to_keep: 5000,
+            max_in_snapshot_log_to_keep: cfg.catchup_entries,
             ..Default::default()
         }
         .validate()
