@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::kv::Kv;
 use crate::member::Member;
+use crate::raft::membership::Change;
 
 type Answer<T> = Result<Response<T>, Status>;
 
@@ -145,56 +146,138 @@ impl Services {
 
 fn single_member_only() -> Status {
     Status::unimplemented(
-        "kybern: membership changes need the replicated store; this member runs alone",
+        "kybern: membership changes need the replicated store; this member was started alone \
+         (start members with an --initial-cluster of several members)",
     )
 }
 
 #[tonic::async_trait]
 impl PbClusterService for Services {
-    async fn member_add(&self, _: Request<PbMemberAddRequest>) -> Answer<PbMemberAddResponse> {
-        Err(single_member_only())
-    }
-    async fn member_remove(
-        &self,
-        _: Request<PbMemberRemoveRequest>,
-    ) -> Answer<PbMemberRemoveResponse> {
-        Err(single_member_only())
-    }
-    async fn member_update(
-        &self,
-        _: Request<PbMemberUpdateRequest>,
-    ) -> Answer<PbMemberUpdateResponse> {
-        Err(single_member_only())
-    }
-    async fn member_promote(
-        &self,
-        _: Request<PbMemberPromoteRequest>,
-    ) -> Answer<PbMemberPromoteResponse> {
-        Err(single_member_only())
-    }
-    async fn member_list(&self, _: Request<PbMemberListRequest>) -> Answer<PbMemberListResponse> {
-        let m = &self.member;
-        let members = match m.raft() {
-            None => vec![self.me()],
-            Some(node) => {
-                let mut out = Vec::new();
-                for (id, info, is_learner) in node.members() {
-                    let (name, client_urls) = node.info_of(id, &info).await;
-                    out.push(PbMember {
-                        id,
-                        name,
-                        peer_ur_ls: info.peer_urls,
-                        client_ur_ls: client_urls,
-                        is_learner,
-                    });
-                }
-                out
-            }
+    async fn member_add(&self, r: Request<PbMemberAddRequest>) -> Answer<PbMemberAddResponse> {
+        let r = r.into_inner();
+        let node = self.raft()?;
+        for u in &r.peer_ur_ls {
+            url::Url::parse(u).map_err(|e| {
+                Status::invalid_argument(format!("etcdserver: invalid peer URL {u:?}: {e}"))
+            })?;
+        }
+        let change = Change::Add {
+            peer_urls: r.peer_ur_ls.clone(),
+            learner: r.is_learner,
         };
-        Ok(Response::new(PbMemberListResponse {
-            header: m.header(0), // etcd leaves the revision out of cluster answers
+        let id = node.change(change).await?;
+        let members = self.members_after(|ms| ms.iter().any(|m| m.id == id)).await;
+        let member = members
+            .iter()
+            .find(|m| m.id == id)
+            .cloned()
+            .unwrap_or(PbMember {
+                id,
+                peer_ur_ls: r.peer_ur_ls,
+                is_learner: true,
+                ..Default::default()
+            });
+        tracing::info!(member = %format!("{id:x}"), peer_urls = ?member.peer_ur_ls, learner = r.is_learner,
+            "added a member as a learner; start it with --initial-cluster-state existing");
+        Ok(Response::new(PbMemberAddResponse {
+            header: self.member.header(0),
+            member: Some(member),
             members,
         }))
+    }
+
+    async fn member_remove(
+        &self,
+        r: Request<PbMemberRemoveRequest>,
+    ) -> Answer<PbMemberRemoveResponse> {
+        let id = r.into_inner().id;
+        self.raft()?.change(Change::Remove(id)).await?;
+        tracing::info!(member = %format!("{id:x}"), "removed a member");
+        let members = self.members_after(|ms| ms.iter().all(|m| m.id != id)).await;
+        Ok(Response::new(PbMemberRemoveResponse {
+            header: self.member.header(0),
+            members,
+        }))
+    }
+
+    async fn member_update(
+        &self,
+        r: Request<PbMemberUpdateRequest>,
+    ) -> Answer<PbMemberUpdateResponse> {
+        let r = r.into_inner();
+        let urls = r.peer_ur_ls.clone();
+        self.raft()?
+            .change(Change::Update {
+                id: r.id,
+                peer_urls: r.peer_ur_ls,
+            })
+            .await?;
+        let members = self
+            .members_after(|ms| ms.iter().any(|m| m.id == r.id && m.peer_ur_ls == urls))
+            .await;
+        Ok(Response::new(PbMemberUpdateResponse {
+            header: self.member.header(0),
+            members,
+        }))
+    }
+
+    async fn member_promote(
+        &self,
+        r: Request<PbMemberPromoteRequest>,
+    ) -> Answer<PbMemberPromoteResponse> {
+        let id = r.into_inner().id;
+        self.raft()?.change(Change::Promote(id)).await?;
+        let members = self
+            .members_after(|ms| ms.iter().any(|m| m.id == id && !m.is_learner))
+            .await;
+        Ok(Response::new(PbMemberPromoteResponse {
+            header: self.member.header(0),
+            members,
+        }))
+    }
+
+    async fn member_list(&self, _: Request<PbMemberListRequest>) -> Answer<PbMemberListResponse> {
+        Ok(Response::new(PbMemberListResponse {
+            header: self.member.header(0), // etcd leaves the revision out of cluster answers
+            members: self.members().await,
+        }))
+    }
+}
+
+impl Services {
+    fn raft(&self) -> Result<&std::sync::Arc<crate::raft::node::RaftNode>, Status> {
+        self.member.raft().ok_or_else(single_member_only)
+    }
+
+    async fn members(&self) -> Vec<PbMember> {
+        let Some(node) = self.member.raft() else {
+            return vec![self.me()];
+        };
+        let mut out = Vec::new();
+        for (id, info, is_learner) in node.members() {
+            let (name, client_urls) = node.info_of(id, &info).await;
+            out.push(PbMember {
+                id,
+                name,
+                peer_ur_ls: info.peer_urls,
+                client_ur_ls: client_urls,
+                is_learner,
+            });
+        }
+        out
+    }
+
+    /// The member list once this member sees a change (a forwarded change reaches it a moment
+    /// after the leader), or as it is after a short wait.
+    async fn members_after(&self, seen: impl Fn(&[PbMember]) -> bool) -> Vec<PbMember> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            let ms = self.members().await;
+            if seen(&ms) || std::time::Instant::now() >= deadline {
+                return ms;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 
 pub mod codec;
 pub mod log;
+pub mod membership;
 pub mod network;
 pub mod node;
 pub mod peer;
@@ -29,6 +30,8 @@ pub use codec::{Cmd, Reply};
 pub struct MemberInfo {
     pub name: String,
     pub peer_urls: Vec<String>,
+    /// Added as a voter (not with `--learner`): the leader promotes it once it has caught up.
+    pub auto_promote: bool,
 }
 
 impl fmt::Display for MemberInfo {

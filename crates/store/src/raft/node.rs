@@ -69,7 +69,11 @@ pub fn parse_initial_cluster(s: &str, token: &str) -> Result<BTreeMap<NodeId, Me
         .map(|(name, peer_urls)| {
             (
                 super::member_id(&peer_urls, token),
-                MemberInfo { name, peer_urls },
+                MemberInfo {
+                    name,
+                    peer_urls,
+                    auto_promote: false,
+                },
             )
         })
         .collect())
@@ -82,6 +86,8 @@ pub struct RaftNode {
     pub store: Arc<Store>,
     pub name: String,
     pub client_urls: Vec<String>,
+    /// `--initial-cluster-token`, part of new members' ids.
+    pub token: String,
     timeout: Duration,
 }
 
@@ -137,9 +143,11 @@ impl RaftNode {
             store,
             name,
             client_urls,
+            token: cfg.token.clone(),
             timeout: request_timeout(cfg.election),
         });
         tokio::spawn(renew_leases_on_election(Arc::downgrade(&node)));
+        tokio::spawn(super::membership::promote_learners(Arc::downgrade(&node)));
         Ok(node)
     }
 

@@ -13,8 +13,9 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::membership::Change;
 use super::node::RaftNode;
-use super::{enc, Cmd, NodeId, TypeConfig};
+use super::{enc, Cmd, MemberInfo, NodeId, TypeConfig};
 
 pub fn router(node: Arc<RaftNode>) -> axum::Router {
     axum::Router::new()
@@ -25,6 +26,8 @@ pub fn router(node: Arc<RaftNode>) -> axum::Router {
         .route("/raft/read_index", post(read_index))
         .route("/raft/keepalive", post(keepalive))
         .route("/raft/info", post(info))
+        .route("/raft/member", post(member))
+        .route("/raft/members", post(members))
         .with_state(node)
 }
 
@@ -102,4 +105,23 @@ async fn keepalive(State(n): State<Arc<RaftNode>>, body: Bytes) -> Response {
 /// This member's name and client URLs (etcd's published member attributes).
 async fn info(State(n): State<Arc<RaftNode>>) -> Response {
     answer(&(n.name.clone(), n.client_urls.clone()))
+}
+
+/// A membership change another member received: made here if this member leads.
+async fn member(State(n): State<Arc<RaftNode>>, body: Bytes) -> Response {
+    let change = match decode::<Change>(&body) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if !n.is_leader() {
+        return not_leader();
+    }
+    answer(&n.change_as_leader(change).await)
+}
+
+/// The cluster id and the members, for a member joining with `--initial-cluster-state existing`.
+async fn members(State(n): State<Arc<RaftNode>>) -> Response {
+    let list: Vec<(NodeId, MemberInfo)> =
+        n.members().into_iter().map(|(id, m, _)| (id, m)).collect();
+    answer(&(n.store.cluster_id, list))
 }
