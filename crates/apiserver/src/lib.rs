@@ -91,15 +91,48 @@ pub struct State {
     pub address: String,
 }
 
+impl ApiserverArgs {
+    /// Parses kube-apiserver style flags (without a program name), e.g. for tests and embedding.
+    pub fn from_flags<I, T>(flags: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{Args, FromArgMatches};
+        let cmd = Self::augment_args(clap::Command::new("apiserver").no_binary_name(true));
+        Self::from_arg_matches(&cmd.try_get_matches_from(flags)?)
+    }
+}
+
 /// Runs `kybern apiserver` until the process is stopped.
 pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
-    let opts = registry_options(&args)?;
-    let kv = connect_store(&args).await?;
     let addr = SocketAddr::new(args.bind_address, args.secure_port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    tracing::info!(%addr, "kybern apiserver serving plain HTTP (no TLS, no authentication yet)");
+    serve_on(args, listener).await
+}
+
+/// Serves the API on `listener` with the store given by the flags (`--etcd-servers` or
+/// `--data-dir`).
+pub async fn serve_on(
+    args: ApiserverArgs,
+    listener: tokio::net::TcpListener,
+) -> anyhow::Result<()> {
+    registry_options(&args)?;
+    let kv = connect_store(&args).await?;
+    serve_kv(kv, args, listener).await
+}
+
+/// Serves the API on `listener` over `kv`, every other setting from the flags (several API
+/// servers in one process share one embedded store this way).
+pub async fn serve_kv(
+    kv: Arc<dyn Kv>,
+    args: ApiserverArgs,
+    listener: tokio::net::TcpListener,
+) -> anyhow::Result<()> {
+    let opts = registry_options(&args)?;
+    tracing::info!(addr = %listener.local_addr()?, "kybern apiserver serving plain HTTP (no TLS, no authentication yet)");
     if !args.etcd_compaction_interval.is_zero() {
         tokio::spawn(compactor(kv.clone(), args.etcd_compaction_interval));
     }
@@ -165,11 +198,35 @@ fn registry_options(args: &ApiserverArgs) -> anyhow::Result<RegistryOptions> {
     Ok(opts)
 }
 
-async fn connect_store(args: &ApiserverArgs) -> anyhow::Result<Arc<dyn Kv>> {
+/// The store the flags name: a remote etcd v3 cluster (`--etcd-servers`, with the
+/// `--etcd-cafile/--etcd-certfile/--etcd-keyfile` TLS material for `https://` endpoints) or an
+/// embedded single-member store in `--data-dir`.
+pub async fn connect_store(args: &ApiserverArgs) -> anyhow::Result<Arc<dyn Kv>> {
     if !args.etcd_servers.is_empty() {
-        anyhow::bail!(
-            "--etcd-servers: the remote etcd client (store::remote::RemoteKv) is not in this build yet; use --data-dir for an embedded store"
-        );
+        let read = |flag: &str, p: &Option<PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
+            p.as_ref()
+                .map(|p| std::fs::read(p).with_context(|| format!("{flag} {}", p.display())))
+                .transpose()
+        };
+        let tls = store::remote::RemoteTls {
+            ca_pem: read("--etcd-cafile", &args.etcd_cafile)?,
+            cert_pem: read("--etcd-certfile", &args.etcd_certfile)?,
+            key_pem: read("--etcd-keyfile", &args.etcd_keyfile)?,
+        };
+        if tls.cert_pem.is_some() != tls.key_pem.is_some() {
+            anyhow::bail!("--etcd-certfile and --etcd-keyfile go together");
+        }
+        let https = args.etcd_servers.iter().any(|u| u.starts_with("https://"));
+        if !https && (tls.ca_pem.is_some() || tls.cert_pem.is_some()) {
+            anyhow::bail!(
+                "--etcd-cafile/--etcd-certfile/--etcd-keyfile need https:// --etcd-servers"
+            );
+        }
+        let kv = store::remote::RemoteKv::connect(&args.etcd_servers, https.then_some(tls))
+            .await
+            .with_context(|| format!("cannot reach etcd at {}", args.etcd_servers.join(",")))?;
+        tracing::info!(servers = %args.etcd_servers.join(","), "storing in etcd");
+        return Ok(Arc::new(kv));
     }
     let Some(dir) = &args.data_dir else {
         anyhow::bail!("give --etcd-servers or --data-dir");

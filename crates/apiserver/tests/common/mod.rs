@@ -1,5 +1,5 @@
-//! Test harness: an API server in process on an embedded store (temp dir) on a free loopback port,
-//! a kubeconfig pointing at it, and the real kubectl. Every wait is bounded.
+//! Test harness: an API server in process on an embedded store (temp dir) or on a real etcd 3.4
+//! process, on a free loopback port, a kubeconfig pointing at it, and the real kubectl. Every wait is bounded.
 
 #![allow(dead_code)]
 
@@ -28,11 +28,22 @@ pub fn kubectl_binary() -> Option<PathBuf> {
     None
 }
 
+/// Where the API servers store: the embedded kybern store in process, or a real etcd 3.4
+/// (`/usr/bin/etcd`) started on free loopback ports with a fresh data dir and reached through
+/// `--etcd-servers`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Etcd,
+}
+
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
     pub kubectl: PathBuf,
     pub addr: std::net::SocketAddr,
+    /// The etcd process of an `Etcd` cluster (killed when dropped).
+    pub etcd: Option<testkit::procs::Member>,
 }
 
 pub struct Out {
@@ -42,13 +53,19 @@ pub struct Out {
 }
 
 impl Cluster {
-    /// Starts a server; None (and a note on stderr) when no kubectl is installed.
+    /// Starts a server on the embedded store; None (and a note on stderr) when no kubectl is
+    /// installed.
     pub fn start() -> Option<Cluster> {
+        Self::start_on(Backend::Embedded)
+    }
+
+    /// Starts a server on this backend; None when no kubectl is installed.
+    pub fn start_on(backend: Backend) -> Option<Cluster> {
         let Some(kubectl) = kubectl_binary() else {
             eprintln!("no kubectl found: skipping");
             return None;
         };
-        Self::start_with(kubectl)
+        Self::start_many_on(kubectl, 1, backend).pop()
     }
 
     /// Starts a server to be driven by this kubectl binary.
@@ -58,36 +75,72 @@ impl Cluster {
 
     /// Starts `n` API servers on one embedded store, each with its own kubeconfig.
     pub fn start_many(kubectl: PathBuf, n: usize) -> Vec<Cluster> {
+        Self::start_many_on(kubectl, n, Backend::Embedded)
+    }
+
+    /// Starts `n` API servers on one store of this backend, each with its own kubeconfig.
+    pub fn start_many_on(kubectl: PathBuf, n: usize, backend: Backend) -> Vec<Cluster> {
         let base = tempfile::tempdir().unwrap();
         let data = base.path().join("data");
         let (tx, rx) = mpsc::channel();
+        let (etx, erx) = mpsc::channel();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async move {
-                let m = store::Member::start(&data, store::Settings::default()).unwrap();
+                let flags = vec!["--etcd-compaction-interval=0".to_string()];
                 let mut servers = vec![];
-                for _ in 0..n {
-                    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                    tx.send(l.local_addr().unwrap()).unwrap();
-                    servers.push(tokio::spawn(apiserver::serve(m.clone(), l)));
+                match backend {
+                    Backend::Embedded => {
+                        let m = store::Member::start(&data, store::Settings::default()).unwrap();
+                        for _ in 0..n {
+                            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                            tx.send(l.local_addr().unwrap()).unwrap();
+                            let args = apiserver::ApiserverArgs::from_flags(&flags).unwrap();
+                            servers.push(tokio::spawn(apiserver::serve_kv(m.clone(), args, l)));
+                        }
+                    }
+                    Backend::Etcd => {
+                        let opts = testkit::procs::MemberOpts::default().with_data_dir(&data);
+                        let etcd = testkit::procs::Member::start_etcd(opts)
+                            .await
+                            .expect("etcd 3.4 starts");
+                        let mut flags = flags.clone();
+                        flags.push(format!("--etcd-servers={}", etcd.client_url));
+                        etx.send(etcd).unwrap();
+                        for _ in 0..n {
+                            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                            tx.send(l.local_addr().unwrap()).unwrap();
+                            let args = apiserver::ApiserverArgs::from_flags(&flags).unwrap();
+                            servers.push(tokio::spawn(apiserver::serve_on(args, l)));
+                        }
+                    }
                 }
                 for s in servers {
                     s.await.unwrap().unwrap();
                 }
             });
         });
+        let mut etcd = match backend {
+            Backend::Etcd => Some(erx.recv_timeout(TIMEOUT).expect("etcd started")),
+            Backend::Embedded => None,
+        };
         let mut out = vec![];
         let mut base = Some(base);
         for _ in 0..n {
             let addr = rx.recv_timeout(TIMEOUT).expect("server started");
-            // The first cluster owns the store's directory; the others get their own.
+            // The first cluster owns the store's directory (and etcd); the others get their own.
             let dir = base.take().unwrap_or_else(|| tempfile::tempdir().unwrap());
-            out.push(Self::connect(kubectl.clone(), dir, addr));
+            out.push(Self::connect(kubectl.clone(), dir, addr, etcd.take()));
         }
         out
     }
 
-    fn connect(kubectl: PathBuf, dir: tempfile::TempDir, addr: std::net::SocketAddr) -> Cluster {
+    fn connect(
+        kubectl: PathBuf,
+        dir: tempfile::TempDir,
+        addr: std::net::SocketAddr,
+        etcd: Option<testkit::procs::Member>,
+    ) -> Cluster {
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::write(
             &kubeconfig,
@@ -103,6 +156,7 @@ impl Cluster {
             kubeconfig,
             kubectl,
             addr,
+            etcd,
         };
         // The server creates its namespaces before serving; wait until it answers.
         let deadline = Instant::now() + TIMEOUT;
