@@ -1,12 +1,14 @@
 //! kybern's Kubernetes API server: HTTP (axum) over the registry. Discovery, OpenAPI, health,
 //! version and metrics endpoints, then every resource through one generic handler.
 //!
-//! Serving is plain HTTP for now (TLS and authentication come with the PKI work): bind it to
-//! loopback.
+//! Serving is HTTPS only (a self-signed certificate in `--cert-dir` unless one is given), with
+//! authentication by client certificate, static bearer token or (when allowed) as anonymous. There
+//! is no authorizer yet: every authenticated request is allowed.
 
 // ApiError (a Status with details) is returned on cold paths only; boxing it buys nothing.
 #![allow(clippy::result_large_err)]
 
+pub mod authn;
 pub mod discovery;
 pub mod metrics;
 pub mod negotiate;
@@ -14,6 +16,7 @@ pub mod openapi;
 pub mod params;
 pub mod proto;
 pub mod resources;
+pub mod serving;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -54,13 +57,37 @@ pub struct ApiserverArgs {
     /// Run an embedded single-member store in this directory (when --etcd-servers is not given).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Address to listen on. The API is served over PLAIN HTTP without authentication until
-    /// serving certificates exist, so the default is loopback only.
+    /// Address to serve HTTPS on. There is no authorizer yet (every authenticated request,
+    /// anonymous ones included unless --anonymous-auth=false, may do anything), so the default
+    /// is loopback only.
     #[arg(long, default_value = "127.0.0.1")]
     pub bind_address: IpAddr,
-    /// Port to serve the API on (plain HTTP for now, see --bind-address).
+    /// Port to serve the API on with HTTPS.
     #[arg(long, default_value_t = 6443)]
     pub secure_port: u16,
+    /// Serving certificate (PEM, chain allowed). Without it (and --tls-private-key-file) a
+    /// self-signed certificate for localhost/127.0.0.1 is generated into --cert-dir.
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The serving certificate's private key (PEM).
+    #[arg(long)]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// Where the self-signed serving certificate is kept (apiserver.crt, apiserver.key); ignored
+    /// with --tls-cert-file.
+    #[arg(long, default_value = "/var/run/kubernetes")]
+    pub cert_dir: PathBuf,
+    /// CA bundle: a client certificate it signs authenticates as its CN, in its O groups.
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
+    /// Static bearer tokens, one `token,user,uid,"group1,group2"` CSV line each.
+    #[arg(long)]
+    pub token_auth_file: Option<PathBuf>,
+    /// Let requests without credentials in as system:anonymous (group system:unauthenticated).
+    /// NOTE: there is no authorizer yet (RBAC comes later), so anonymous requests may do anything
+    /// authenticated ones may; set --anonymous-auth=false outside a loopback sandbox.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true")]
+    pub anonymous_auth: bool,
     /// CIDR to allocate Service cluster IPs from.
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cluster_ip_range: String,
@@ -132,11 +159,36 @@ pub async fn serve_kv(
     listener: tokio::net::TcpListener,
 ) -> anyhow::Result<()> {
     let opts = registry_options(&args)?;
-    tracing::info!(addr = %listener.local_addr()?, "kybern apiserver serving plain HTTP (no TLS, no authentication yet)");
+    let ip = Registry::kubernetes_service_ip(&opts).map_err(|e| anyhow::anyhow!(e))?;
+    let tls = serving::server_config(&serving::TlsFiles {
+        cert_file: args.tls_cert_file.clone(),
+        key_file: args.tls_private_key_file.clone(),
+        cert_dir: args.cert_dir.clone(),
+        client_ca_file: args.client_ca_file.clone(),
+        alt_names: ["kubernetes", "kubernetes.default", "kubernetes.default.svc"]
+            .map(String::from)
+            .to_vec(),
+        alt_ips: [ip.parse().ok(), Some(args.bind_address)]
+            .into_iter()
+            .flatten()
+            .collect(),
+    })?;
+    let authn = authn::Authenticator::new(args.token_auth_file.as_deref(), args.anonymous_auth)?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        anonymous = args.anonymous_auth,
+        "kybern apiserver serving HTTPS; no authorizer yet: every authenticated request is allowed"
+    );
     if !args.etcd_compaction_interval.is_zero() {
         tokio::spawn(compactor(kv.clone(), args.etcd_compaction_interval));
     }
-    serve_with(kv, listener, opts).await
+    let app = app(kv, &listener, opts)
+        .await?
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(authn),
+            authn::layer,
+        ));
+    serving::serve_tls(listener, tls, app).await
 }
 
 /// Every `every`, compacts the store up to the revision it had one period earlier, so watchers and
@@ -237,16 +289,12 @@ pub async fn connect_store(args: &ApiserverArgs) -> anyhow::Result<Arc<dyn Kv>> 
     Ok(m)
 }
 
-/// Serves the API on `listener` over `kv` with default settings (tests use an embedded store).
-pub async fn serve(kv: Arc<dyn Kv>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
-    serve_with(kv, listener, RegistryOptions::default()).await
-}
-
-pub async fn serve_with(
+/// The API's router over `kv` (namespaces and the `default/kubernetes` service made first).
+async fn app(
     kv: Arc<dyn Kv>,
-    listener: tokio::net::TcpListener,
+    listener: &tokio::net::TcpListener,
     opts: RegistryOptions,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<axum::Router> {
     let registry = Registry::with_options(kv, &opts).map_err(|e| anyhow::anyhow!(e))?;
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         registry
@@ -264,9 +312,7 @@ pub async fn serve_with(
         metrics: metrics::Metrics::new(),
         address,
     });
-    let app = router(state);
-    axum::serve(listener, app).await?;
-    Ok(())
+    Ok(router(state))
 }
 
 /// The `default/kubernetes` Service on the first address of the service range, as upstream's

@@ -80,22 +80,49 @@ impl Cluster {
 
     /// Starts `n` API servers on one store of this backend, each with its own kubeconfig.
     pub fn start_many_on(kubectl: PathBuf, n: usize, backend: Backend) -> Vec<Cluster> {
+        Self::start_custom(kubectl, n, backend, &[])
+    }
+
+    /// Starts `n` API servers on one store of this backend with these extra flags. Every server
+    /// serves HTTPS with its own self-signed certificate (in `<dir>/pki-<i>`), trusts the test
+    /// client CA and has the test token file.
+    pub fn start_custom(
+        kubectl: PathBuf,
+        n: usize,
+        backend: Backend,
+        extra: &[&str],
+    ) -> Vec<Cluster> {
         let base = tempfile::tempdir().unwrap();
         let data = base.path().join("data");
+        let pki = Pki::write(base.path());
+        let mut flags = vec![
+            "--etcd-compaction-interval=0".to_string(),
+            format!("--client-ca-file={}", pki.client_ca.display()),
+            format!("--token-auth-file={}", pki.tokens.display()),
+        ];
+        flags.extend(extra.iter().map(|s| s.to_string()));
+        let cert_dirs: Vec<PathBuf> = (0..n)
+            .map(|i| base.path().join(format!("pki-{i}")))
+            .collect();
+        let dirs = cert_dirs.clone();
         let (tx, rx) = mpsc::channel();
         let (etx, erx) = mpsc::channel();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async move {
-                let flags = vec!["--etcd-compaction-interval=0".to_string()];
+                let with_dir = |i: usize, flags: &[String]| {
+                    let mut f = flags.to_vec();
+                    f.push(format!("--cert-dir={}", dirs[i].display()));
+                    apiserver::ApiserverArgs::from_flags(&f).unwrap()
+                };
                 let mut servers = vec![];
                 match backend {
                     Backend::Embedded => {
                         let m = store::Member::start(&data, store::Settings::default()).unwrap();
-                        for _ in 0..n {
+                        for i in 0..n {
                             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                             tx.send(l.local_addr().unwrap()).unwrap();
-                            let args = apiserver::ApiserverArgs::from_flags(&flags).unwrap();
+                            let args = with_dir(i, &flags);
                             servers.push(tokio::spawn(apiserver::serve_kv(m.clone(), args, l)));
                         }
                     }
@@ -107,10 +134,10 @@ impl Cluster {
                         let mut flags = flags.clone();
                         flags.push(format!("--etcd-servers={}", etcd.client_url));
                         etx.send(etcd).unwrap();
-                        for _ in 0..n {
+                        for i in 0..n {
                             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                             tx.send(l.local_addr().unwrap()).unwrap();
-                            let args = apiserver::ApiserverArgs::from_flags(&flags).unwrap();
+                            let args = with_dir(i, &flags);
                             servers.push(tokio::spawn(apiserver::serve_on(args, l)));
                         }
                     }
@@ -126,11 +153,18 @@ impl Cluster {
         };
         let mut out = vec![];
         let mut base = Some(base);
-        for _ in 0..n {
+        for cert_dir in cert_dirs {
             let addr = rx.recv_timeout(TIMEOUT).expect("server started");
             // The first cluster owns the store's directory (and etcd); the others get their own.
             let dir = base.take().unwrap_or_else(|| tempfile::tempdir().unwrap());
-            out.push(Self::connect(kubectl.clone(), dir, addr, etcd.take()));
+            out.push(Self::connect(
+                kubectl.clone(),
+                dir,
+                addr,
+                etcd.take(),
+                &pki,
+                &cert_dir,
+            ));
         }
         out
     }
@@ -140,14 +174,37 @@ impl Cluster {
         dir: tempfile::TempDir,
         addr: std::net::SocketAddr,
         etcd: Option<testkit::procs::Member>,
+        pki: &Pki,
+        cert_dir: &Path,
     ) -> Cluster {
+        // The server writes its self-signed certificate before it serves.
+        let ca = cert_dir.join("apiserver.crt");
+        let deadline = Instant::now() + TIMEOUT;
+        while !ca.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "no serving certificate in {ca:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::write(
             &kubeconfig,
             format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: k\n  cluster:\n    server: http://{addr}\n\
-                 contexts:\n- name: k\n  context:\n    cluster: k\n    user: u\ncurrent-context: k\n\
-                 users:\n- name: u\n  user: {{}}\n"
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: k\n  cluster:\n    server: https://{addr}\n\
+                 \x20   certificate-authority: {ca}\n\
+                 contexts:\n\
+                 - name: k\n  context:\n    cluster: k\n    user: admin\n\
+                 - name: token\n  context:\n    cluster: k\n    user: token\n\
+                 - name: nobody\n  context:\n    cluster: k\n    user: nobody\n\
+                 current-context: k\n\
+                 users:\n\
+                 - name: admin\n  user:\n    client-certificate: {cert}\n    client-key: {key}\n\
+                 - name: token\n  user:\n    token: {TOKEN}\n\
+                 - name: nobody\n  user: {{}}\n",
+                ca = ca.display(),
+                cert = pki.admin_cert.display(),
+                key = pki.admin_key.display(),
             ),
         )
         .unwrap();
@@ -245,6 +302,64 @@ impl Cluster {
             }
         });
         (child, rx)
+    }
+}
+
+/// The bearer token of the test token file's user `token-user` (uid 1001, groups dev and ops).
+pub const TOKEN: &str = "0123456789abcdef-token";
+
+/// The test client CA, an admin client certificate it signs (CN kybern-admin, O system:masters)
+/// and a token file, written into a directory.
+pub struct Pki {
+    pub client_ca: PathBuf,
+    pub admin_cert: PathBuf,
+    pub admin_key: PathBuf,
+    pub tokens: PathBuf,
+    /// A client certificate and key from a CA the server does not trust.
+    pub stranger_cert: PathBuf,
+    pub stranger_key: PathBuf,
+}
+
+impl Pki {
+    pub fn write(dir: &Path) -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca = |cn: &str| {
+            let key = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::default();
+            p.distinguished_name.push(DnType::CommonName, cn);
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            let cert = p.self_signed(&key).unwrap();
+            (cert, Issuer::new(p, key))
+        };
+        let client = |issuer: &Issuer<'_, KeyPair>, cn: &str, org: &str| {
+            let key = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::default();
+            p.distinguished_name.push(DnType::CommonName, cn);
+            p.distinguished_name.push(DnType::OrganizationName, org);
+            p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+            let cert = p.signed_by(&key, issuer).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (ca_cert, issuer) = ca("kybern-test-client-ca");
+        let (admin_cert, admin_key) = client(&issuer, "kybern-admin", "system:masters");
+        let (_, other) = ca("someone-else");
+        let (stranger_cert, stranger_key) = client(&other, "mallory", "system:masters");
+        let w = |name: &str, text: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        Pki {
+            client_ca: w("client-ca.crt", &ca_cert.pem()),
+            admin_cert: w("admin.crt", &admin_cert),
+            admin_key: w("admin.key", &admin_key),
+            tokens: w(
+                "tokens.csv",
+                &format!("{TOKEN},token-user,1001,\"dev,ops\"\n"),
+            ),
+            stranger_cert: w("stranger.crt", &stranger_cert),
+            stranger_key: w("stranger.key", &stranger_key),
+        }
     }
 }
 
