@@ -88,6 +88,12 @@ pub struct ApiserverArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
           default_missing_value = "true")]
     pub anonymous_auth: bool,
+    /// EncryptionConfiguration (apiserver.config.k8s.io/v1) for encryption at rest; providers
+    /// aesgcm and identity. Without it, secrets are still encrypted: with a random AES-256-GCM
+    /// key generated once into <cert-dir>/encryption-config.yaml (keep that file, and give the
+    /// same file to every API server on one store).
+    #[arg(long)]
+    pub encryption_provider_config: Option<PathBuf>,
     /// CIDR to allocate Service cluster IPs from.
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cluster_ip_range: String,
@@ -158,7 +164,8 @@ pub async fn serve_kv(
     args: ApiserverArgs,
     listener: tokio::net::TcpListener,
 ) -> anyhow::Result<()> {
-    let opts = registry_options(&args)?;
+    let mut opts = registry_options(&args)?;
+    opts.encryption = encryption(&args)?;
     let ip = Registry::kubernetes_service_ip(&opts).map_err(|e| anyhow::anyhow!(e))?;
     let tls = serving::server_config(&serving::TlsFiles {
         cert_file: args.tls_cert_file.clone(),
@@ -248,6 +255,32 @@ fn registry_options(args: &ApiserverArgs) -> anyhow::Result<RegistryOptions> {
     Registry::kubernetes_service_ip(&opts)
         .map_err(|e| anyhow::anyhow!("--service-cluster-ip-range: {e}"))?;
     Ok(opts)
+}
+
+/// The encryption at rest configuration: `--encryption-provider-config`, else the one generated
+/// once into the cert dir (secrets encrypted with AES-GCM, plaintext ones still readable).
+fn encryption(args: &ApiserverArgs) -> anyhow::Result<registry::encryption::Encryption> {
+    let path = match &args.encryption_provider_config {
+        Some(p) => p.clone(),
+        None => {
+            let p = args.cert_dir.join("encryption-config.yaml");
+            if !p.exists() {
+                std::fs::create_dir_all(&args.cert_dir)
+                    .with_context(|| format!("--cert-dir {}", args.cert_dir.display()))?;
+                let text = registry::encryption::Encryption::generate_default();
+                serving::write_atomic(&p, text.as_bytes(), true)?;
+                tracing::warn!(
+                    file = %p.display(),
+                    "generated an encryption key for secrets; keep this file (secrets cannot be read without it)"
+                );
+            }
+            p
+        }
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("--encryption-provider-config {}", path.display()))?;
+    registry::encryption::Encryption::parse(&text)
+        .map_err(|e| anyhow::anyhow!("--encryption-provider-config {}: {e}", path.display()))
 }
 
 /// The store the flags name: a remote etcd v3 cluster (`--etcd-servers`, with the

@@ -32,10 +32,8 @@ struct ConfigFile {
 
 #[derive(Deserialize)]
 struct ResourceConfig {
-    #[serde(default)]
-    resources: Vec<String>,
-    #[serde(default)]
-    providers: Vec<ProviderConfig>,
+    resources: Option<Vec<String>>,
+    providers: Option<Vec<ProviderConfig>>,
 }
 
 #[derive(Deserialize)]
@@ -50,8 +48,7 @@ struct ProviderConfig {
 
 #[derive(Deserialize)]
 struct KeysConfig {
-    #[serde(default)]
-    keys: Vec<KeyConfig>,
+    keys: Option<Vec<KeyConfig>>,
 }
 
 #[derive(Deserialize)]
@@ -117,7 +114,10 @@ impl std::fmt::Debug for Transformer {
             .map(|p| match p {
                 Provider::AesGcm(k) => format!(
                     "aesgcm[{}]",
-                    k.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(",")
+                    k.iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
                 ),
                 Provider::Identity => "identity".into(),
             })
@@ -133,7 +133,13 @@ impl Transformer {
             Some(Provider::AesGcm(keys)) => {
                 let (name, cipher) = &keys[0];
                 let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-                let sealed = cipher.seal(&nonce, Payload { msg: &data, aad: key });
+                let sealed = cipher.seal(
+                    &nonce,
+                    Payload {
+                        msg: &data,
+                        aad: key,
+                    },
+                );
                 let mut out = format!("k8s:enc:aesgcm:v1:{name}:").into_bytes();
                 out.extend_from_slice(&nonce);
                 out.extend_from_slice(&sealed);
@@ -160,7 +166,13 @@ impl Transformer {
                         }
                         let (nonce, sealed) = rest.split_at(12);
                         return cipher
-                            .open(nonce, Payload { msg: sealed, aad: key })
+                            .open(
+                                nonce,
+                                Payload {
+                                    msg: sealed,
+                                    aad: key,
+                                },
+                            )
                             .ok_or_else(|| {
                                 format!("aesgcm key {name:?} cannot decrypt the stored data")
                             });
@@ -194,18 +206,20 @@ impl Encryption {
         let mut rules = vec![];
         for (i, rc) in f.resources.into_iter().enumerate() {
             let at = format!("resources[{i}]");
-            if rc.resources.is_empty() {
+            let names = rc.resources.unwrap_or_default();
+            if names.is_empty() {
                 return Err(format!("{at}.resources: Required value"));
             }
-            if rc.providers.is_empty() {
+            let ps = rc.providers.unwrap_or_default();
+            if ps.is_empty() {
                 return Err(format!("{at}.providers: Required value"));
             }
             let mut providers = vec![];
-            for (j, p) in rc.providers.into_iter().enumerate() {
+            for (j, p) in ps.into_iter().enumerate() {
                 providers.push(provider(p, &format!("{at}.providers[{j}]"))?);
             }
             let t = Arc::new(Transformer { providers });
-            rules.push((rc.resources, t));
+            rules.push((names, t));
         }
         Ok(Encryption { rules })
     }
@@ -234,9 +248,9 @@ impl Encryption {
         self.rules
             .iter()
             .find(|(names, _)| {
-                names
-                    .iter()
-                    .any(|n| *n == full || *n == star || n == "*.*" || (group.is_empty() && n == "*."))
+                names.iter().any(|n| {
+                    *n == full || *n == star || n == "*.*" || (group.is_empty() && n == "*.")
+                })
             })
             .map(|(_, t)| t.clone())
     }
@@ -251,7 +265,9 @@ fn provider(p: ProviderConfig, at: &str) -> Result<Provider, String> {
         p.kms.is_some(),
     ];
     if set.iter().filter(|s| **s).count() != 1 {
-        return Err(format!("{at}: Invalid value: exactly one provider must be configured"));
+        return Err(format!(
+            "{at}: Invalid value: exactly one provider must be configured"
+        ));
     }
     if p.identity.is_some() {
         return Ok(Provider::Identity);
@@ -261,21 +277,27 @@ fn provider(p: ProviderConfig, at: &str) -> Result<Provider, String> {
             "{at}: only the aesgcm and identity providers are supported by this server"
         ));
     };
-    if k.keys.is_empty() {
+    let k = k.keys.unwrap_or_default();
+    if k.is_empty() {
         return Err(format!("{at}.aesgcm.keys: Required value"));
     }
     let mut keys = vec![];
-    for (i, key) in k.keys.into_iter().enumerate() {
+    for (i, key) in k.into_iter().enumerate() {
         let kat = format!("{at}.aesgcm.keys[{i}]");
         if key.name.is_empty() {
             return Err(format!("{kat}.name: Required value"));
         }
         if key.name.contains(':') {
-            return Err(format!("{kat}.name: Invalid value: {:?}: should not contain ':'", key.name));
+            return Err(format!(
+                "{kat}.name: Invalid value: {:?}: should not contain ':'",
+                key.name
+            ));
         }
         let raw = base64::engine::general_purpose::STANDARD
             .decode(key.secret.trim())
-            .map_err(|_| format!("{kat}.secret: Invalid value: \"REDACTED\": secrets must be base64 encoded"))?;
+            .map_err(|_| {
+                format!("{kat}.secret: Invalid value: \"REDACTED\": secrets must be base64 encoded")
+            })?;
         let c = Cipher::new(&raw).ok_or_else(|| {
             format!(
                 "{kat}.secret: Invalid value: \"REDACTED\": secret is not of the expected length, got {}, expected one of [16 24 32]",
@@ -309,14 +331,20 @@ mod tests {
         assert!(one.for_resource("", "configmaps").is_none());
         let stored = t1.to_storage(b"/registry/secrets/a/b", b"plain".to_vec());
         assert!(stored.starts_with(b"k8s:enc:aesgcm:v1:key1:"));
-        assert_eq!(t1.from_storage(b"/registry/secrets/a/b", &stored).unwrap(), b"plain");
+        assert_eq!(
+            t1.from_storage(b"/registry/secrets/a/b", &stored).unwrap(),
+            b"plain"
+        );
         // The key is authenticated: the value does not decrypt under another key name.
         assert!(t1.from_storage(b"/registry/secrets/a/c", &stored).is_err());
         assert!(t1.from_storage(b"k", b"plain").is_err());
 
         let two = Encryption::parse(&cfg(&[("key2", K2), ("key1", K1)])).unwrap();
         let t2 = two.for_resource("", "secrets").unwrap();
-        assert_eq!(t2.from_storage(b"/registry/secrets/a/b", &stored).unwrap(), b"plain");
+        assert_eq!(
+            t2.from_storage(b"/registry/secrets/a/b", &stored).unwrap(),
+            b"plain"
+        );
         let again = t2.to_storage(b"/registry/secrets/a/b", b"plain".to_vec());
         assert!(again.starts_with(b"k8s:enc:aesgcm:v1:key2:"));
     }

@@ -91,6 +91,8 @@ pub struct GenericStore {
     pub hooks: Option<Arc<dyn crate::allocator::Hooks>>,
     /// Objects of this resource expire this many seconds after their last write (events).
     pub ttl_seconds: Option<i64>,
+    /// Encryption at rest of this resource's stored values, when configured.
+    pub transformer: Option<Arc<crate::encryption::Transformer>>,
     pub(crate) leases: Arc<kvutil::LeaseCache>,
 }
 
@@ -103,6 +105,7 @@ impl GenericStore {
             strategy,
             hooks: None,
             ttl_seconds: None,
+            transformer: None,
             leases: Default::default(),
         }
     }
@@ -142,17 +145,35 @@ impl GenericStore {
 
     /// Decodes a stored value; the resourceVersion is the key's mod revision.
     pub fn decode(&self, kv: &PbKeyValue) -> Result<Value, ApiError> {
-        let v: Value = serde_json::from_slice(&kv.value)
+        let plain;
+        let data = match &self.transformer {
+            Some(t) => {
+                plain = t.from_storage(&kv.key, &kv.value).map_err(|e| {
+                    ApiError::internal(format!(
+                        "unable to transform key {:?}: {e}",
+                        String::from_utf8_lossy(&kv.key)
+                    ))
+                })?;
+                &plain[..]
+            }
+            None => &kv.value[..],
+        };
+        let v: Value = serde_json::from_slice(data)
             .map_err(|e| ApiError::internal(format!("stored object is not JSON: {e}")))?;
         let mut v = self.strategy.storage_to_version(v);
         meta::set_resource_version(&mut v, kv.mod_revision);
         Ok(v)
     }
 
-    pub(crate) fn encode(&self, obj: &Value) -> Vec<u8> {
+    /// The stored form of `obj` at `key` (encrypted when configured).
+    pub(crate) fn encode(&self, key: &str, obj: &Value) -> Vec<u8> {
         let mut o = self.strategy.version_to_storage(obj.clone());
         meta::remove_meta(&mut o, "resourceVersion");
-        serde_json::to_vec(&o).expect("json")
+        let data = serde_json::to_vec(&o).expect("json");
+        match &self.transformer {
+            Some(t) => t.to_storage(key.as_bytes(), data),
+            None => data,
+        }
     }
 
     /// The label and field values a selector is matched against.
@@ -492,9 +513,13 @@ impl GenericStore {
         for _ in 0..MAX_RETRIES {
             let key = self.key(&ns, meta::name(&obj));
             let lease = self.lease().await?;
-            let res =
-                kvutil::create_with_lease(&*self.kv, key.as_bytes(), self.encode(&obj), lease)
-                    .await;
+            let res = kvutil::create_with_lease(
+                &*self.kv,
+                key.as_bytes(),
+                self.encode(&key, &obj),
+                lease,
+            )
+            .await;
             if res.is_err() || matches!(res, Ok(None)) {
                 if let Some(h) = &self.hooks {
                     h.undo_create(&obj).await;
@@ -689,7 +714,7 @@ impl GenericStore {
             &*self.kv,
             key.as_bytes(),
             mod_rev,
-            self.encode(&new),
+            self.encode(&key, &new),
             lease,
         )
         .await?
