@@ -251,6 +251,7 @@ fn registry_options(args: &ApiserverArgs) -> anyhow::Result<RegistryOptions> {
         service_cluster_ip_range: args.service_cluster_ip_range.clone(),
         service_node_port_range: (lo, hi),
         event_ttl: args.event_ttl,
+        encryption: Default::default(),
     };
     Registry::kubernetes_service_ip(&opts)
         .map_err(|e| anyhow::anyhow!("--service-cluster-ip-range: {e}"))?;

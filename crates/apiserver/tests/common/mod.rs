@@ -100,6 +100,17 @@ impl Cluster {
             format!("--client-ca-file={}", pki.client_ca.display()),
             format!("--token-auth-file={}", pki.tokens.display()),
         ];
+        if n > 1
+            && !extra
+                .iter()
+                .any(|f| f.starts_with("--encryption-provider-config"))
+        {
+            // API servers on one store must share the encryption keys (each would otherwise
+            // generate its own into its cert dir).
+            let enc = base.path().join("encryption-config.yaml");
+            std::fs::write(&enc, registry::encryption::Encryption::generate_default()).unwrap();
+            flags.push(format!("--encryption-provider-config={}", enc.display()));
+        }
         flags.extend(extra.iter().map(|s| s.to_string()));
         let cert_dirs: Vec<PathBuf> = (0..n)
             .map(|i| base.path().join(format!("pki-{i}")))
@@ -222,6 +233,35 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(100));
         }
         c
+    }
+
+    /// Starts one more API server on this cluster's etcd (the `Etcd` backend only) with these
+    /// extra flags, with its own kubeconfig, certificates and cert dir.
+    pub fn attach(&self, extra: &[&str]) -> Cluster {
+        let etcd = self.etcd.as_ref().expect("attach needs the etcd backend");
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::write(dir.path());
+        let cert_dir = dir.path().join("pki-0");
+        let mut flags = vec![
+            "--etcd-compaction-interval=0".to_string(),
+            format!("--client-ca-file={}", pki.client_ca.display()),
+            format!("--token-auth-file={}", pki.tokens.display()),
+            format!("--cert-dir={}", cert_dir.display()),
+            format!("--etcd-servers={}", etcd.client_url),
+        ];
+        flags.extend(extra.iter().map(|s| s.to_string()));
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async move {
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(l.local_addr().unwrap()).unwrap();
+                let args = apiserver::ApiserverArgs::from_flags(&flags).unwrap();
+                apiserver::serve_on(args, l).await.unwrap();
+            });
+        });
+        let addr = rx.recv_timeout(TIMEOUT).expect("server started");
+        Self::connect(self.kubectl.clone(), dir, addr, None, &pki, &cert_dir)
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
