@@ -27,9 +27,17 @@ pub struct UserInfo {
     pub groups: Vec<String>,
 }
 
-/// The identity of the connection's verified client certificate, if it sent one.
-#[derive(Clone, Debug)]
-pub struct PeerCert(pub Option<UserInfo>);
+/// What the connection's client certificate proves.
+#[derive(Clone, Debug, Default)]
+pub enum PeerCert {
+    /// No certificate (or one without a CN, or no client CA configured).
+    #[default]
+    None,
+    /// A certificate the client CA signs: its user.
+    User(UserInfo),
+    /// A certificate that does not verify: the request is refused (401), as upstream.
+    Invalid(String),
+}
 
 pub const ANONYMOUS: &str = "system:anonymous";
 pub const UNAUTHENTICATED: &str = "system:unauthenticated";
@@ -161,19 +169,20 @@ impl Authenticator {
     }
 
     /// The request's user, or the 401 upstream answers.
-    pub fn authenticate(
-        &self,
-        peer: Option<&UserInfo>,
-        headers: &HeaderMap,
-    ) -> Result<UserInfo, ApiError> {
+    pub fn authenticate(&self, peer: &PeerCert, headers: &HeaderMap) -> Result<UserInfo, ApiError> {
         let with_authenticated = |mut u: UserInfo| {
             if !u.groups.iter().any(|g| g == AUTHENTICATED) {
                 u.groups.push(AUTHENTICATED.into());
             }
             u
         };
-        if let Some(u) = peer {
-            return Ok(with_authenticated(u.clone()));
+        match peer {
+            PeerCert::User(u) => return Ok(with_authenticated(u.clone())),
+            PeerCert::Invalid(why) => {
+                tracing::debug!("client certificate refused: {why}");
+                return Err(ApiError::unauthorized());
+            }
+            PeerCert::None => {}
         }
         let bearer = headers
             .get(header::AUTHORIZATION)
@@ -205,22 +214,36 @@ impl Authenticator {
 /// The axum layer: authenticates every request, answers 401 with a Status, and serves
 /// `selfsubjectreviews` (what `kubectl auth whoami` asks), which only needs the user.
 pub async fn layer(State(a): State<Arc<Authenticator>>, mut req: Request, next: Next) -> Response {
-    let peer = req.extensions().get::<PeerCert>().and_then(|p| p.0.clone());
-    let user = match a.authenticate(peer.as_ref(), req.headers()) {
+    let peer = req
+        .extensions()
+        .get::<PeerCert>()
+        .cloned()
+        .unwrap_or_default();
+    let user = match a.authenticate(&peer, req.headers()) {
         Ok(u) => u,
-        Err(e) => return error_response(&e),
+        Err(e) => {
+            drain(req).await;
+            return error_response(&e);
+        }
     };
     tracing::trace!(user = %user.name, path = %req.uri().path(), "authenticated");
     if req.method() == Method::POST {
         let p = req.uri().path().trim_end_matches('/');
         for v in ["v1", "v1beta1"] {
             if p == format!("/apis/authentication.k8s.io/{v}/selfsubjectreviews") {
+                drain(req).await;
                 return json_response(201, &self_subject_review(v, &user));
             }
         }
     }
     req.extensions_mut().insert(user);
     next.run(req).await
+}
+
+/// Reads (a bounded part of) a request body answered without looking at it, as Go's server
+/// does, so that HTTP/2 clients still sending it do not see their stream reset.
+async fn drain(req: Request) {
+    let _ = axum::body::to_bytes(req.into_body(), 256 << 10).await;
 }
 
 fn self_subject_review(version: &str, u: &UserInfo) -> serde_json::Value {
@@ -271,21 +294,24 @@ mod tests {
             },
         );
         let mut h = HeaderMap::new();
-        assert_eq!(a.authenticate(None, &h).unwrap_err().code, 401);
+        let none = PeerCert::None;
+        assert_eq!(a.authenticate(&none, &h).unwrap_err().code, 401);
         a.anonymous = true;
-        assert_eq!(a.authenticate(None, &h).unwrap().name, ANONYMOUS);
+        assert_eq!(a.authenticate(&none, &h).unwrap().name, ANONYMOUS);
+        let bad_cert = PeerCert::Invalid("unknown authority".into());
+        assert_eq!(a.authenticate(&bad_cert, &h).unwrap_err().code, 401);
         h.insert(header::AUTHORIZATION, "Bearer bad".parse().unwrap());
-        assert_eq!(a.authenticate(None, &h).unwrap_err().code, 401);
-        let cert = UserInfo {
+        assert_eq!(a.authenticate(&none, &h).unwrap_err().code, 401);
+        let cert = PeerCert::User(UserInfo {
             name: "c".into(),
             ..Default::default()
-        };
-        let u = a.authenticate(Some(&cert), &h).unwrap();
+        });
+        let u = a.authenticate(&cert, &h).unwrap();
         assert_eq!(
             (u.name.as_str(), u.groups.as_slice()),
             ("c", &[AUTHENTICATED.to_string()][..])
         );
         h.insert(header::AUTHORIZATION, "Bearer good".parse().unwrap());
-        assert_eq!(a.authenticate(None, &h).unwrap().name, "t");
+        assert_eq!(a.authenticate(&none, &h).unwrap().name, "t");
     }
 }

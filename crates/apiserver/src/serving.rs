@@ -11,9 +11,11 @@ use anyhow::Context;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::ServerConfig;
+use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 use tower::ServiceExt;
 
 use crate::authn::{self, PeerCert};
@@ -142,11 +144,81 @@ fn serving_material(
     Ok((read_certs(&crt)?, read_key(&key)?))
 }
 
+/// Asks for a client certificate and checks the handshake signature (the client holds the
+/// certificate's key) but leaves the chain check to after the handshake, so that an untrusted
+/// certificate is a 401 Status, as upstream answers, rather than a TLS alert.
+#[derive(Debug)]
+struct DeferredChainCheck(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for DeferredChainCheck {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// The TLS settings: the rustls configuration and the client CA's verifier.
+#[derive(Clone)]
+pub struct Tls {
+    pub config: Arc<ServerConfig>,
+    client_verifier: Option<Arc<dyn ClientCertVerifier>>,
+}
+
+impl Tls {
+    /// Who the connection's client certificate says it is, checked against the client CA.
+    fn peer(&self, certs: Option<&[CertificateDer<'static>]>) -> PeerCert {
+        let (Some(v), Some([leaf, intermediates @ ..])) = (&self.client_verifier, certs) else {
+            return PeerCert::None;
+        };
+        match v.verify_client_cert(leaf, intermediates, UnixTime::now()) {
+            Ok(_) => match authn::user_from_cert(leaf.as_ref()) {
+                Some(u) => PeerCert::User(u),
+                // Upstream ignores a certificate without a CN (other authenticators may apply).
+                None => PeerCert::None,
+            },
+            Err(e) => PeerCert::Invalid(format!("verifying certificate failed: {e}")),
+        }
+    }
+}
+
 /// The TLS server configuration: HTTP/2 and HTTP/1.1, and (with a client CA) client
-/// certificates requested and verified, but not required (tokens and anonymous requests are
-/// authenticated later).
-pub fn server_config(f: &TlsFiles) -> anyhow::Result<Arc<ServerConfig>> {
+/// certificates requested, but not required (tokens and anonymous requests are authenticated
+/// later).
+pub fn server_config(f: &TlsFiles) -> anyhow::Result<Tls> {
     let (chain, key) = serving_material(f)?;
+    let mut client_verifier = None;
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?;
@@ -162,7 +234,8 @@ pub fn server_config(f: &TlsFiles) -> anyhow::Result<Arc<ServerConfig>> {
                 .allow_unauthenticated()
                 .build()
                 .context("--client-ca-file")?;
-            builder.with_client_cert_verifier(v)
+            client_verifier = Some(v.clone());
+            builder.with_client_cert_verifier(Arc::new(DeferredChainCheck(v)))
         }
         None => builder.with_no_client_auth(),
     };
@@ -170,17 +243,20 @@ pub fn server_config(f: &TlsFiles) -> anyhow::Result<Arc<ServerConfig>> {
         .with_single_cert(chain, key)
         .context("the serving certificate and key do not match")?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
+    Ok(Tls {
+        config: Arc::new(cfg),
+        client_verifier,
+    })
 }
 
-/// Accepts TLS connections on `listener` forever and serves `app` on each; the verified client
-/// certificate's identity (if any) rides along in the request extensions.
+/// Accepts TLS connections on `listener` forever and serves `app` on each; what the client
+/// certificate (if any) proves rides along in the request extensions.
 pub async fn serve_tls(
     listener: tokio::net::TcpListener,
-    tls: Arc<ServerConfig>,
+    tls: Tls,
     app: axum::Router,
 ) -> anyhow::Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(c) => c,
@@ -193,6 +269,7 @@ pub async fn serve_tls(
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
@@ -205,14 +282,9 @@ pub async fn serve_tls(
                     return;
                 }
             };
-            let peer = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(|c| authn::user_from_cert(c.as_ref()));
+            let peer = tls.peer(stream.get_ref().1.peer_certificates());
             let svc = app.map_request(move |mut req: http::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(PeerCert(peer.clone()));
+                req.extensions_mut().insert(peer.clone());
                 req
             });
             let conn = auto::Builder::new(TokioExecutor::new());

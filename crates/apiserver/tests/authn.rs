@@ -14,10 +14,18 @@ fn whoami(c: &Cluster, extra: &[&str]) -> Value {
 
 /// curl (kubectl prompts for a password when a user has no credentials at all) with these
 /// headers; GET the namespace list, or POST `body` to `path`.
-fn curl(c: &Cluster, headers: &[&str], post: Option<(&str, &str)>) -> Value {
+fn curl(
+    c: &Cluster,
+    headers: &[&str],
+    post: Option<(&str, &str)>,
+    cert_key: &[&std::path::Path],
+) -> Value {
     let ca = c.dir.path().join("pki-0").join("apiserver.crt");
     let mut cmd = std::process::Command::new("curl");
     cmd.args(["-sS", "--max-time", "30", "--cacert"]).arg(&ca);
+    if let [cert, key] = cert_key {
+        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
     for h in headers {
         cmd.args(["-H", h]);
     }
@@ -59,7 +67,7 @@ fn certificates_tokens_and_anonymous() {
     c.ok(&["--context", "token", "create", "cm", "by-token"]);
 
     // --anonymous-auth defaults to true, as upstream.
-    let a = curl(&c, &[], Some((REVIEWS, REVIEW)));
+    let a = curl(&c, &[], Some((REVIEWS, REVIEW)), &[]);
     assert_eq!(
         a["status"]["userInfo"],
         serde_json::json!({"username": "system:anonymous", "groups": ["system:unauthenticated"]})
@@ -72,16 +80,16 @@ fn certificates_tokens_and_anonymous() {
         e.contains("error: You must be logged in to the server (the server has asked for the client to provide credentials)"),
         "{e}"
     );
-    let s = curl(&c, &["Authorization: Bearer wrong"], None);
+    let s = curl(&c, &["Authorization: Bearer wrong"], None, &[]);
     assert_eq!(
         s,
         serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
             "status": "Failure", "message": "Unauthorized", "reason": "Unauthorized", "code": 401})
     );
-    let ok = curl(&c, &[&format!("Authorization: Bearer {TOKEN}")], None);
+    let ok = curl(&c, &[&format!("Authorization: Bearer {TOKEN}")], None, &[]);
     assert_eq!(ok["kind"], "NamespaceList");
 
-    // A client certificate from a CA the server does not trust gets nowhere.
+    // A client certificate from a CA the server does not trust is a 401, as upstream.
     let pki = c.dir.path();
     let e = c.fails(&[
         "--context",
@@ -93,7 +101,27 @@ fn certificates_tokens_and_anonymous() {
         "get",
         "ns",
     ]);
-    assert!(!e.is_empty());
+    assert!(
+        e.contains("error: You must be logged in to the server (the server has asked for the client to provide credentials)"),
+        "{e}"
+    );
+    let s = curl(
+        &c,
+        &[],
+        Some((REVIEWS, REVIEW)),
+        &[&pki.join("stranger.crt"), &pki.join("stranger.key")],
+    );
+    assert_eq!(
+        (s["code"].as_i64(), s["reason"].as_str()),
+        (Some(401), Some("Unauthorized"))
+    );
+    let s = curl(
+        &c,
+        &[],
+        Some((REVIEWS, REVIEW)),
+        &[&pki.join("admin.crt"), &pki.join("admin.key")],
+    );
+    assert_eq!(s["status"]["userInfo"]["username"], "kybern-admin");
 }
 
 #[test]
@@ -109,9 +137,9 @@ fn anonymous_auth_off() {
         e.contains("error: You must be logged in to the server (the server has asked for the client to provide credentials)"),
         "{e}"
     );
-    let s = curl(&c, &[], Some((REVIEWS, REVIEW)));
+    let s = curl(&c, &[], Some((REVIEWS, REVIEW)), &[]);
     assert_eq!(s["code"], 401);
-    let s = curl(&c, &[], None);
+    let s = curl(&c, &[], None, &[]);
     assert_eq!(
         (s["code"].as_i64(), s["reason"].as_str()),
         (Some(401), Some("Unauthorized"))
