@@ -478,6 +478,12 @@ fn two_apiservers_on_one_etcd() {
     two_apiservers_on_one_store_on(Backend::Etcd);
 }
 
+/// etcd over https with client certificates (--etcd-cafile/--etcd-certfile/--etcd-keyfile).
+#[test]
+fn two_apiservers_on_one_etcd_over_tls() {
+    two_apiservers_on_one_store_on(Backend::EtcdTls);
+}
+
 fn two_apiservers_on_one_store_on(backend: Backend) {
     let Some(kubectl) = common::kubectl_binary() else {
         return;

@@ -35,6 +35,9 @@ pub fn kubectl_binary() -> Option<PathBuf> {
 pub enum Backend {
     Embedded,
     Etcd,
+    /// etcd serving only https with client certificate auth; the API server is given
+    /// `--etcd-cafile/--etcd-certfile/--etcd-keyfile`.
+    EtcdTls,
 }
 
 pub struct Cluster {
@@ -137,12 +140,27 @@ impl Cluster {
                             servers.push(tokio::spawn(apiserver::serve_kv(m.clone(), args, l)));
                         }
                     }
-                    Backend::Etcd => {
-                        let opts = testkit::procs::MemberOpts::default().with_data_dir(&data);
+                    Backend::Etcd | Backend::EtcdTls => {
+                        let mut opts = testkit::procs::MemberOpts::default().with_data_dir(&data);
+                        let mut flags = flags.clone();
+                        if backend == Backend::EtcdTls {
+                            let d = data.parent().unwrap();
+                            let t = EtcdTls::write(d);
+                            opts.client_url =
+                                Some(format!("https://127.0.0.1:{}", testkit::procs::free_port()));
+                            opts = opts.with_args([
+                                format!("--cert-file={}", t.server_cert.display()),
+                                format!("--key-file={}", t.server_key.display()),
+                                format!("--trusted-ca-file={}", t.ca.display()),
+                                "--client-cert-auth".to_string(),
+                            ]);
+                            flags.push(format!("--etcd-cafile={}", t.ca.display()));
+                            flags.push(format!("--etcd-certfile={}", t.client_cert.display()));
+                            flags.push(format!("--etcd-keyfile={}", t.client_key.display()));
+                        }
                         let etcd = testkit::procs::Member::start_etcd(opts)
                             .await
                             .expect("etcd 3.4 starts");
-                        let mut flags = flags.clone();
                         flags.push(format!("--etcd-servers={}", etcd.client_url));
                         etx.send(etcd).unwrap();
                         for i in 0..n {
@@ -159,7 +177,9 @@ impl Cluster {
             });
         });
         let mut etcd = match backend {
-            Backend::Etcd => Some(erx.recv_timeout(TIMEOUT).expect("etcd started")),
+            Backend::Etcd | Backend::EtcdTls => {
+                Some(erx.recv_timeout(TIMEOUT).expect("etcd started"))
+            }
             Backend::Embedded => None,
         };
         let mut out = vec![];
@@ -399,6 +419,54 @@ impl Pki {
             ),
             stranger_cert: w("stranger.crt", &stranger_cert),
             stranger_key: w("stranger.key", &stranger_key),
+        }
+    }
+}
+
+/// A CA, an etcd serving certificate for 127.0.0.1 and an etcd client certificate it signs.
+struct EtcdTls {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+impl EtcdTls {
+    fn write(dir: &Path) -> EtcdTls {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose as Eku, IsCa,
+            Issuer, KeyPair, SanType,
+        };
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::default();
+        ca.distinguished_name.push(DnType::CommonName, "etcd-ca");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let leaf = |cn: &str, eku: Vec<Eku>| {
+            let key = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+            p.subject_alt_names
+                .push(SanType::IpAddress([127, 0, 0, 1].into()));
+            p.distinguished_name.push(DnType::CommonName, cn);
+            p.extended_key_usages = eku;
+            let c = p.signed_by(&key, &issuer).unwrap();
+            (c.pem(), key.serialize_pem())
+        };
+        let (sc, sk) = leaf("etcd-server", vec![Eku::ServerAuth, Eku::ClientAuth]);
+        let (cc, ck) = leaf("kube-apiserver-etcd-client", vec![Eku::ClientAuth]);
+        let w = |name: &str, text: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        EtcdTls {
+            ca: w("etcd-ca.crt", &ca_cert.pem()),
+            server_cert: w("etcd-server.crt", &sc),
+            server_key: w("etcd-server.key", &sk),
+            client_cert: w("etcd-client.crt", &cc),
+            client_key: w("etcd-client.key", &ck),
         }
     }
 }
