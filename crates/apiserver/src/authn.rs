@@ -65,7 +65,7 @@ pub fn user_from_cert(der: &[u8]) -> Option<UserInfo> {
     })
 }
 
-/// Splits one CSV line (RFC 4180 quoting, leading spaces of a field dropped).
+/// Splits one CSV line (RFC 4180 quoting; spaces are kept, as Go's encoding/csv does).
 fn csv_fields(line: &str) -> Result<Vec<String>, String> {
     let mut out = vec![];
     let mut cur = String::new();
@@ -74,7 +74,6 @@ fn csv_fields(line: &str) -> Result<Vec<String>, String> {
     let mut quoted = false;
     while let Some(c) = chars.next() {
         match c {
-            ' ' | '\t' if at_start && !quoted => {}
             '"' if at_start => {
                 quoted = true;
                 at_start = false;
@@ -94,6 +93,7 @@ fn csv_fields(line: &str) -> Result<Vec<String>, String> {
                 out.push(std::mem::take(&mut cur));
                 at_start = true;
             }
+            '"' if !quoted => return Err("bare \" in non-quoted-field".into()),
             c => {
                 at_start = false;
                 cur.push(c);
@@ -110,8 +110,9 @@ fn csv_fields(line: &str) -> Result<Vec<String>, String> {
 /// Parses upstream's static token file: `token,user,uid[,"group1,group2"]` per line.
 pub fn parse_token_file(text: &str, path: &str) -> anyhow::Result<HashMap<String, UserInfo>> {
     let mut tokens = HashMap::new();
+    let mut record = 0;
     for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
+        if line.is_empty() {
             continue;
         }
         let rec = csv_fields(line)
@@ -122,10 +123,10 @@ pub fn parse_token_file(text: &str, path: &str) -> anyhow::Result<HashMap<String
                 rec.len()
             );
         }
+        record += 1;
         if rec[0].is_empty() {
             tracing::warn!(
-                "empty token has been found in token file '{path}', record number '{}'",
-                i + 1
+                "empty token has been found in token file '{path}', record number '{record}'"
             );
             continue;
         }
@@ -140,8 +141,7 @@ pub fn parse_token_file(text: &str, path: &str) -> anyhow::Result<HashMap<String
         };
         if tokens.insert(rec[0].clone(), user).is_some() {
             tracing::warn!(
-                "duplicate token has been found in token file '{path}', record number '{}'",
-                i + 1
+                "duplicate token has been found in token file '{path}', record number '{record}'"
             );
         }
     }
@@ -266,13 +266,14 @@ mod tests {
     #[test]
     fn token_file_as_upstream() {
         let t = parse_token_file(
-            "abc,alice,1001,\"dev,ops\"\n  def, bob ,1002\n\nghi,carol,1003,\n",
+            "abc,alice,1001,\"dev,ops\"\ndef, bob ,1002\n\nghi,carol,1003,\n",
             "f",
         )
         .unwrap();
         assert_eq!(t["abc"].groups, ["dev", "ops"]);
         assert_eq!(t["abc"].uid, "1001");
-        assert_eq!(t["def"].name, "bob ");
+        assert_eq!(t["def"].name, " bob ");
+        assert!(parse_token_file("a,b\"c,d\n", "f").is_err());
         assert!(t["ghi"].groups.is_empty());
         let e = parse_token_file("abc,alice\n", "f")
             .unwrap_err()
