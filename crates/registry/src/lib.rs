@@ -76,6 +76,7 @@ impl Registry {
                 let mut g = GenericStore::new(kv.clone(), s);
                 let info = g.strategy.info();
                 g.transformer = opts.encryption.for_resource(info.group, info.resource);
+                g.namespace_transformer = opts.encryption.for_resource("", "namespaces");
                 match g.strategy.info().resource {
                     "services" => g.hooks = Some(services.clone()),
                     "events" => g.ttl_seconds = Some(opts.event_ttl.as_secs().max(1) as i64),

@@ -93,6 +93,8 @@ pub struct GenericStore {
     pub ttl_seconds: Option<i64>,
     /// Encryption at rest of this resource's stored values, when configured.
     pub transformer: Option<Arc<crate::encryption::Transformer>>,
+    /// The namespaces' one (the namespace lifecycle check reads them).
+    pub namespace_transformer: Option<Arc<crate::encryption::Transformer>>,
     pub(crate) leases: Arc<kvutil::LeaseCache>,
 }
 
@@ -106,6 +108,7 @@ impl GenericStore {
             hooks: None,
             ttl_seconds: None,
             transformer: None,
+            namespace_transformer: None,
             leases: Default::default(),
         }
     }
@@ -315,7 +318,13 @@ impl GenericStore {
         let Some(kv) = kv else {
             return Err(ApiError::not_found("", "namespaces", ns));
         };
-        let nsobj: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
+        let plain = match &self.namespace_transformer {
+            Some(t) => t.from_storage(&kv.key, &kv.value).map_err(|e| {
+                ApiError::internal(format!("unable to transform namespace {ns:?}: {e}"))
+            })?,
+            None => kv.value,
+        };
+        let nsobj: Value = serde_json::from_slice(&plain).unwrap_or(Value::Null);
         if nsobj["status"]["phase"] == "Terminating" || meta::deletion_timestamp(&nsobj).is_some() {
             return Err(ApiError::forbidden(
                 self.group(),

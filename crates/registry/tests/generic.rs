@@ -597,3 +597,31 @@ async fn secrets_are_encrypted_at_rest_and_keys_rotate() {
     let l = s2.list("default", &ListOptions::default()).await.unwrap();
     assert_eq!(l.items.len(), 2);
 }
+
+#[tokio::test]
+async fn every_resource_can_be_encrypted() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = store::Member::start(dir.path(), store::Settings::default()).unwrap();
+    let cfg = "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n\
+               - resources: ['*.*']\n  providers:\n  - aesgcm:\n      keys:\n      - name: k\n        \
+               secret: MTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTI=\n";
+    let opts = registry::RegistryOptions {
+        encryption: registry::encryption::Encryption::parse(cfg).unwrap(),
+        ..Default::default()
+    };
+    let r = Registry::with_options(m, &opts).unwrap();
+    r.ensure_namespace("default").await.unwrap();
+    assert!(raw(&r, "/registry/namespaces/default")
+        .await
+        .starts_with(b"k8s:enc:aesgcm:v1:k:"));
+    let d = r.lookup("apps", "v1", "deployments").unwrap();
+    let dep = json!({"metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"a": "b"}},
+        "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+    d.create("default", dep, &WriteOptions::default())
+        .await
+        .unwrap();
+    assert!(raw(&r, "/registry/deployments/default/d")
+        .await
+        .starts_with(b"k8s:enc:aesgcm:v1:k:"));
+    assert_eq!(d.get("default", "d").await.unwrap()["spec"]["replicas"], 1);
+}
