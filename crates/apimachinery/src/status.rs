@@ -198,6 +198,12 @@ impl ApiError {
         Self::new(403, "Forbidden", msg).with_details(group, resource, name)
     }
 
+    /// 401: the request carried no credentials the server accepts (upstream's body says only
+    /// "Unauthorized").
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized".into())
+    }
+
     pub fn bad_request(msg: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", msg.into())
     }

@@ -1,12 +1,14 @@
 //! kybern's Kubernetes API server: HTTP (axum) over the registry. Discovery, OpenAPI, health,
 //! version and metrics endpoints, then every resource through one generic handler.
 //!
-//! Serving is plain HTTP for now (TLS and authentication come with the PKI work): bind it to
-//! loopback.
+//! Serving is HTTPS only (a self-signed certificate in `--cert-dir` unless one is given), with
+//! authentication by client certificate, static bearer token or (when allowed) as anonymous. There
+//! is no authorizer yet: every authenticated request is allowed.
 
 // ApiError (a Status with details) is returned on cold paths only; boxing it buys nothing.
 #![allow(clippy::result_large_err)]
 
+pub mod authn;
 pub mod discovery;
 pub mod metrics;
 pub mod negotiate;
@@ -14,6 +16,7 @@ pub mod openapi;
 pub mod params;
 pub mod proto;
 pub mod resources;
+pub mod serving;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -54,13 +57,43 @@ pub struct ApiserverArgs {
     /// Run an embedded single-member store in this directory (when --etcd-servers is not given).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Address to listen on. The API is served over PLAIN HTTP without authentication until
-    /// serving certificates exist, so the default is loopback only.
+    /// Address to serve HTTPS on. There is no authorizer yet (every authenticated request,
+    /// anonymous ones included unless --anonymous-auth=false, may do anything), so the default
+    /// is loopback only.
     #[arg(long, default_value = "127.0.0.1")]
     pub bind_address: IpAddr,
-    /// Port to serve the API on (plain HTTP for now, see --bind-address).
+    /// Port to serve the API on with HTTPS.
     #[arg(long, default_value_t = 6443)]
     pub secure_port: u16,
+    /// Serving certificate (PEM, chain allowed). Without it (and --tls-private-key-file) a
+    /// self-signed certificate for localhost/127.0.0.1 is generated into --cert-dir.
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The serving certificate's private key (PEM).
+    #[arg(long)]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// Where the self-signed serving certificate is kept (apiserver.crt, apiserver.key); ignored
+    /// with --tls-cert-file.
+    #[arg(long, default_value = "/var/run/kubernetes")]
+    pub cert_dir: PathBuf,
+    /// CA bundle: a client certificate it signs authenticates as its CN, in its O groups.
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
+    /// Static bearer tokens, one `token,user,uid,"group1,group2"` CSV line each.
+    #[arg(long)]
+    pub token_auth_file: Option<PathBuf>,
+    /// Let requests without credentials in as system:anonymous (group system:unauthenticated).
+    /// NOTE: there is no authorizer yet (RBAC comes later), so anonymous requests may do anything
+    /// authenticated ones may; set --anonymous-auth=false outside a loopback sandbox.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true")]
+    pub anonymous_auth: bool,
+    /// EncryptionConfiguration (apiserver.config.k8s.io/v1) for encryption at rest; providers
+    /// aesgcm and identity. Without it, secrets are still encrypted: with a random AES-256-GCM
+    /// key generated once into <cert-dir>/encryption-config.yaml (keep that file, and give the
+    /// same file to every API server on one store).
+    #[arg(long)]
+    pub encryption_provider_config: Option<PathBuf>,
     /// CIDR to allocate Service cluster IPs from.
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cluster_ip_range: String,
@@ -91,19 +124,78 @@ pub struct State {
     pub address: String,
 }
 
+impl ApiserverArgs {
+    /// Parses kube-apiserver style flags (without a program name), e.g. for tests and embedding.
+    pub fn from_flags<I, T>(flags: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{Args, FromArgMatches};
+        let cmd = Self::augment_args(clap::Command::new("apiserver").no_binary_name(true));
+        Self::from_arg_matches(&cmd.try_get_matches_from(flags)?)
+    }
+}
+
 /// Runs `kybern apiserver` until the process is stopped.
 pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
-    let opts = registry_options(&args)?;
-    let kv = connect_store(&args).await?;
     let addr = SocketAddr::new(args.bind_address, args.secure_port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    tracing::info!(%addr, "kybern apiserver serving plain HTTP (no TLS, no authentication yet)");
+    serve_on(args, listener).await
+}
+
+/// Serves the API on `listener` with the store given by the flags (`--etcd-servers` or
+/// `--data-dir`).
+pub async fn serve_on(
+    args: ApiserverArgs,
+    listener: tokio::net::TcpListener,
+) -> anyhow::Result<()> {
+    registry_options(&args)?;
+    let kv = connect_store(&args).await?;
+    serve_kv(kv, args, listener).await
+}
+
+/// Serves the API on `listener` over `kv`, every other setting from the flags (several API
+/// servers in one process share one embedded store this way).
+pub async fn serve_kv(
+    kv: Arc<dyn Kv>,
+    args: ApiserverArgs,
+    listener: tokio::net::TcpListener,
+) -> anyhow::Result<()> {
+    let mut opts = registry_options(&args)?;
+    opts.encryption = encryption(&args)?;
+    let ip = Registry::kubernetes_service_ip(&opts).map_err(|e| anyhow::anyhow!(e))?;
+    let tls = serving::server_config(&serving::TlsFiles {
+        cert_file: args.tls_cert_file.clone(),
+        key_file: args.tls_private_key_file.clone(),
+        cert_dir: args.cert_dir.clone(),
+        client_ca_file: args.client_ca_file.clone(),
+        alt_names: ["kubernetes", "kubernetes.default", "kubernetes.default.svc"]
+            .map(String::from)
+            .to_vec(),
+        alt_ips: [ip.parse().ok(), Some(args.bind_address)]
+            .into_iter()
+            .flatten()
+            .collect(),
+    })?;
+    let authn = authn::Authenticator::new(args.token_auth_file.as_deref(), args.anonymous_auth)?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        anonymous = args.anonymous_auth,
+        "kybern apiserver serving HTTPS; no authorizer yet: every authenticated request is allowed"
+    );
     if !args.etcd_compaction_interval.is_zero() {
         tokio::spawn(compactor(kv.clone(), args.etcd_compaction_interval));
     }
-    serve_with(kv, listener, opts).await
+    let app = app(kv, &listener, opts)
+        .await?
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(authn),
+            authn::layer,
+        ));
+    serving::serve_tls(listener, tls, app).await
 }
 
 /// Every `every`, compacts the store up to the revision it had one period earlier, so watchers and
@@ -159,17 +251,68 @@ fn registry_options(args: &ApiserverArgs) -> anyhow::Result<RegistryOptions> {
         service_cluster_ip_range: args.service_cluster_ip_range.clone(),
         service_node_port_range: (lo, hi),
         event_ttl: args.event_ttl,
+        encryption: Default::default(),
     };
     Registry::kubernetes_service_ip(&opts)
         .map_err(|e| anyhow::anyhow!("--service-cluster-ip-range: {e}"))?;
     Ok(opts)
 }
 
-async fn connect_store(args: &ApiserverArgs) -> anyhow::Result<Arc<dyn Kv>> {
+/// The encryption at rest configuration: `--encryption-provider-config`, else the one generated
+/// once into the cert dir (secrets encrypted with AES-GCM, plaintext ones still readable).
+fn encryption(args: &ApiserverArgs) -> anyhow::Result<registry::encryption::Encryption> {
+    let path = match &args.encryption_provider_config {
+        Some(p) => p.clone(),
+        None => {
+            let p = args.cert_dir.join("encryption-config.yaml");
+            if !p.exists() {
+                std::fs::create_dir_all(&args.cert_dir)
+                    .with_context(|| format!("--cert-dir {}", args.cert_dir.display()))?;
+                let text = registry::encryption::Encryption::generate_default();
+                serving::write_atomic(&p, text.as_bytes(), true)?;
+                tracing::warn!(
+                    file = %p.display(),
+                    "generated an encryption key for secrets; keep this file (secrets cannot be read without it)"
+                );
+            }
+            p
+        }
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("--encryption-provider-config {}", path.display()))?;
+    registry::encryption::Encryption::parse(&text)
+        .map_err(|e| anyhow::anyhow!("--encryption-provider-config {}: {e}", path.display()))
+}
+
+/// The store the flags name: a remote etcd v3 cluster (`--etcd-servers`, with the
+/// `--etcd-cafile/--etcd-certfile/--etcd-keyfile` TLS material for `https://` endpoints) or an
+/// embedded single-member store in `--data-dir`.
+pub async fn connect_store(args: &ApiserverArgs) -> anyhow::Result<Arc<dyn Kv>> {
     if !args.etcd_servers.is_empty() {
-        anyhow::bail!(
-            "--etcd-servers: the remote etcd client (store::remote::RemoteKv) is not in this build yet; use --data-dir for an embedded store"
-        );
+        let read = |flag: &str, p: &Option<PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
+            p.as_ref()
+                .map(|p| std::fs::read(p).with_context(|| format!("{flag} {}", p.display())))
+                .transpose()
+        };
+        let tls = store::remote::RemoteTls {
+            ca_pem: read("--etcd-cafile", &args.etcd_cafile)?,
+            cert_pem: read("--etcd-certfile", &args.etcd_certfile)?,
+            key_pem: read("--etcd-keyfile", &args.etcd_keyfile)?,
+        };
+        if tls.cert_pem.is_some() != tls.key_pem.is_some() {
+            anyhow::bail!("--etcd-certfile and --etcd-keyfile go together");
+        }
+        let https = args.etcd_servers.iter().any(|u| u.starts_with("https://"));
+        if !https && (tls.ca_pem.is_some() || tls.cert_pem.is_some()) {
+            anyhow::bail!(
+                "--etcd-cafile/--etcd-certfile/--etcd-keyfile need https:// --etcd-servers"
+            );
+        }
+        let kv = store::remote::RemoteKv::connect(&args.etcd_servers, https.then_some(tls))
+            .await
+            .with_context(|| format!("cannot reach etcd at {}", args.etcd_servers.join(",")))?;
+        tracing::info!(servers = %args.etcd_servers.join(","), "storing in etcd");
+        return Ok(Arc::new(kv));
     }
     let Some(dir) = &args.data_dir else {
         anyhow::bail!("give --etcd-servers or --data-dir");
@@ -180,16 +323,12 @@ async fn connect_store(args: &ApiserverArgs) -> anyhow::Result<Arc<dyn Kv>> {
     Ok(m)
 }
 
-/// Serves the API on `listener` over `kv` with default settings (tests use an embedded store).
-pub async fn serve(kv: Arc<dyn Kv>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
-    serve_with(kv, listener, RegistryOptions::default()).await
-}
-
-pub async fn serve_with(
+/// The API's router over `kv` (namespaces and the `default/kubernetes` service made first).
+async fn app(
     kv: Arc<dyn Kv>,
-    listener: tokio::net::TcpListener,
+    listener: &tokio::net::TcpListener,
     opts: RegistryOptions,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<axum::Router> {
     let registry = Registry::with_options(kv, &opts).map_err(|e| anyhow::anyhow!(e))?;
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         registry
@@ -207,9 +346,7 @@ pub async fn serve_with(
         metrics: metrics::Metrics::new(),
         address,
     });
-    let app = router(state);
-    axum::serve(listener, app).await?;
-    Ok(())
+    Ok(router(state))
 }
 
 /// The `default/kubernetes` Service on the first address of the service range, as upstream's

@@ -1,8 +1,30 @@
-//! Real kubectl against the API server on an embedded store: what the user sees.
+//! Real kubectl against the API server: what the user sees. Every scenario runs twice, on the
+//! embedded kybern store and on a real etcd 3.4 reached through `--etcd-servers`.
 
 mod common;
 
-use common::{rows, wait_line, Cluster};
+use common::{rows, wait_line, Backend, Cluster};
+
+/// `#[test] fn $name` on the embedded store and `#[test] fn ${name}_on_etcd` on a real etcd, both
+/// running `$scenario`.
+macro_rules! on_both_backends {
+    ($name:ident, $scenario:ident) => {
+        #[test]
+        fn $name() {
+            if let Some(c) = Cluster::start_on(Backend::Embedded) {
+                $scenario(&c);
+            }
+        }
+        mod $name {
+            #[test]
+            fn on_etcd() {
+                if let Some(c) = super::Cluster::start_on(super::Backend::Etcd) {
+                    super::$scenario(&c);
+                }
+            }
+        }
+    };
+}
 
 const CONFIGMAP: &str = "apiVersion: v1
 kind: ConfigMap
@@ -39,12 +61,10 @@ spec:
         - containerPort: 80
 ";
 
-#[test]
-fn namespaces_configmaps_labels_patches_and_errors() {
-    if let Some(c) = Cluster::start() {
-        namespaces_configmaps_labels_patches_and_errors_with(&c);
-    }
-}
+on_both_backends!(
+    namespaces_configmaps_labels_patches_and_errors,
+    namespaces_configmaps_labels_patches_and_errors_with
+);
 
 fn namespaces_configmaps_labels_patches_and_errors_with(c: &Cluster) {
     assert_eq!(
@@ -203,12 +223,10 @@ fn namespaces_configmaps_labels_patches_and_errors_with(c: &Cluster) {
     assert!(e.contains("namespaces \"demo\" not found"), "{e}");
 }
 
-#[test]
-fn deployments_apply_patch_scale() {
-    if let Some(c) = Cluster::start() {
-        deployments_apply_patch_scale_with(&c);
-    }
-}
+on_both_backends!(
+    deployments_apply_patch_scale,
+    deployments_apply_patch_scale_with
+);
 
 fn deployments_apply_patch_scale_with(c: &Cluster) {
     c.ok(&["create", "namespace", "demo"]);
@@ -275,12 +293,7 @@ fn deployments_apply_patch_scale_with(c: &Cluster) {
     );
 }
 
-#[test]
-fn watch_sees_an_update() {
-    if let Some(c) = Cluster::start() {
-        watch_sees_an_update_with(&c);
-    }
-}
+on_both_backends!(watch_sees_an_update, watch_sees_an_update_with);
 
 fn watch_sees_an_update_with(c: &Cluster) {
     c.ok(&["create", "cm", "w", "--from-literal=a=1"]);
@@ -302,12 +315,10 @@ fn watch_sees_an_update_with(c: &Cluster) {
     let _ = child.wait();
 }
 
-#[test]
-fn discovery_version_and_health() {
-    if let Some(c) = Cluster::start() {
-        discovery_version_and_health_with(&c);
-    }
-}
+on_both_backends!(
+    discovery_version_and_health,
+    discovery_version_and_health_with
+);
 
 fn discovery_version_and_health_with(c: &Cluster) {
     let ar = rows(&c.ok(&["api-resources"]));
@@ -367,12 +378,7 @@ fn discovery_version_and_health_with(c: &Cluster) {
     assert!(ex.contains("FIELD: containers <[]Container>"), "{ex}");
 }
 
-#[test]
-fn services_and_pods() {
-    if let Some(c) = Cluster::start() {
-        services_and_pods_with(&c);
-    }
-}
+on_both_backends!(services_and_pods, services_and_pods_with);
 
 fn services_and_pods_with(c: &Cluster) {
     let svc = rows(&c.ok(&["get", "svc"]));
@@ -464,10 +470,25 @@ fn services_and_pods_with(c: &Cluster) {
 
 #[test]
 fn two_apiservers_on_one_store() {
+    two_apiservers_on_one_store_on(Backend::Embedded);
+}
+
+#[test]
+fn two_apiservers_on_one_etcd() {
+    two_apiservers_on_one_store_on(Backend::Etcd);
+}
+
+/// etcd over https with client certificates (--etcd-cafile/--etcd-certfile/--etcd-keyfile).
+#[test]
+fn two_apiservers_on_one_etcd_over_tls() {
+    two_apiservers_on_one_store_on(Backend::EtcdTls);
+}
+
+fn two_apiservers_on_one_store_on(backend: Backend) {
     let Some(kubectl) = common::kubectl_binary() else {
         return;
     };
-    let cs = Cluster::start_many(kubectl, 2);
+    let cs = Cluster::start_many_on(kubectl, 2, backend);
     let (a, b) = (&cs[0], &cs[1]);
     let (mut child, rx) = b.stream(&["get", "cm", "--watch"]);
     a.ok(&["create", "cm", "from-a", "--from-literal=k=v"]);
@@ -485,12 +506,10 @@ fn two_apiservers_on_one_store() {
     let _ = child.wait();
 }
 
-#[test]
-fn server_side_apply_with_a_conflict() {
-    if let Some(c) = Cluster::start() {
-        server_side_apply_with_a_conflict_with(&c);
-    }
-}
+on_both_backends!(
+    server_side_apply_with_a_conflict,
+    server_side_apply_with_a_conflict_with
+);
 
 fn server_side_apply_with_a_conflict_with(c: &Cluster) {
     c.ok(&["create", "namespace", "demo"]);
@@ -617,12 +636,7 @@ subsets:
   ports: [{port: 80}]
 ";
 
-#[test]
-fn more_workloads() {
-    if let Some(c) = Cluster::start() {
-        more_workloads_with(&c);
-    }
-}
+on_both_backends!(more_workloads, more_workloads_with);
 
 fn more_workloads_with(c: &Cluster) {
     let f = c.file("workloads.yaml", WORKLOADS);
@@ -732,9 +746,9 @@ fn every_installed_kubectl_version() {
     }
 }
 
-#[test]
-fn pod_binding_and_eviction() {
-    let Some(c) = Cluster::start() else { return };
+on_both_backends!(pod_binding_and_eviction, pod_binding_and_eviction_with);
+
+fn pod_binding_and_eviction_with(c: &Cluster) {
     c.ok(&["run", "p", "--image=busybox"]);
     let b = c.file(
         "binding.json",

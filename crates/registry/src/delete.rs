@@ -74,9 +74,13 @@ impl GenericStore {
                         return Ok(Deleted::Pending(marked));
                     }
                     let key = self.key(ns, name);
-                    if let Some(rev) =
-                        kvutil::update(&*self.kv, key.as_bytes(), mod_rev, self.encode(&marked))
-                            .await?
+                    if let Some(rev) = kvutil::update(
+                        &*self.kv,
+                        key.as_bytes(),
+                        mod_rev,
+                        self.encode(&key, &marked),
+                    )
+                    .await?
                     {
                         meta::set_resource_version(&mut marked, rev);
                         return Ok(Deleted::Pending(marked));

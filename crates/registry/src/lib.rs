@@ -7,6 +7,7 @@
 pub mod allocator;
 pub mod apply;
 mod delete;
+pub mod encryption;
 pub mod kvutil;
 pub mod namespace_lifecycle;
 mod pod_subresources;
@@ -39,6 +40,8 @@ pub struct RegistryOptions {
     pub service_node_port_range: (u16, u16),
     /// How long events are kept after their last write (`--event-ttl`).
     pub event_ttl: std::time::Duration,
+    /// Encryption at rest per resource (`--encryption-provider-config`).
+    pub encryption: encryption::Encryption,
 }
 
 impl Default for RegistryOptions {
@@ -47,6 +50,7 @@ impl Default for RegistryOptions {
             service_cluster_ip_range: "10.96.0.0/12".into(),
             service_node_port_range: (30000, 32767),
             event_ttl: std::time::Duration::from_secs(3600),
+            encryption: Default::default(),
         }
     }
 }
@@ -70,6 +74,9 @@ impl Registry {
             .into_iter()
             .map(|s| {
                 let mut g = GenericStore::new(kv.clone(), s);
+                let info = g.strategy.info();
+                g.transformer = opts.encryption.for_resource(info.group, info.resource);
+                g.namespace_transformer = opts.encryption.for_resource("", "namespaces");
                 match g.strategy.info().resource {
                     "services" => g.hooks = Some(services.clone()),
                     "events" => g.ttl_seconds = Some(opts.event_ttl.as_secs().max(1) as i64),

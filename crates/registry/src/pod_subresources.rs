@@ -82,7 +82,7 @@ impl GenericStore {
                 break;
             }
             let key = self.key(ns, name);
-            if kvutil::update(&*self.kv, key.as_bytes(), mod_rev, self.encode(&pod))
+            if kvutil::update(&*self.kv, key.as_bytes(), mod_rev, self.encode(&key, &pod))
                 .await?
                 .is_some()
             {

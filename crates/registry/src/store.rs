@@ -91,6 +91,10 @@ pub struct GenericStore {
     pub hooks: Option<Arc<dyn crate::allocator::Hooks>>,
     /// Objects of this resource expire this many seconds after their last write (events).
     pub ttl_seconds: Option<i64>,
+    /// Encryption at rest of this resource's stored values, when configured.
+    pub transformer: Option<Arc<crate::encryption::Transformer>>,
+    /// The namespaces' one (the namespace lifecycle check reads them).
+    pub namespace_transformer: Option<Arc<crate::encryption::Transformer>>,
     pub(crate) leases: Arc<kvutil::LeaseCache>,
 }
 
@@ -103,6 +107,8 @@ impl GenericStore {
             strategy,
             hooks: None,
             ttl_seconds: None,
+            transformer: None,
+            namespace_transformer: None,
             leases: Default::default(),
         }
     }
@@ -142,17 +148,35 @@ impl GenericStore {
 
     /// Decodes a stored value; the resourceVersion is the key's mod revision.
     pub fn decode(&self, kv: &PbKeyValue) -> Result<Value, ApiError> {
-        let v: Value = serde_json::from_slice(&kv.value)
+        let plain;
+        let data = match &self.transformer {
+            Some(t) => {
+                plain = t.from_storage(&kv.key, &kv.value).map_err(|e| {
+                    ApiError::internal(format!(
+                        "unable to transform key {:?}: {e}",
+                        String::from_utf8_lossy(&kv.key)
+                    ))
+                })?;
+                &plain[..]
+            }
+            None => &kv.value[..],
+        };
+        let v: Value = serde_json::from_slice(data)
             .map_err(|e| ApiError::internal(format!("stored object is not JSON: {e}")))?;
         let mut v = self.strategy.storage_to_version(v);
         meta::set_resource_version(&mut v, kv.mod_revision);
         Ok(v)
     }
 
-    pub(crate) fn encode(&self, obj: &Value) -> Vec<u8> {
+    /// The stored form of `obj` at `key` (encrypted when configured).
+    pub(crate) fn encode(&self, key: &str, obj: &Value) -> Vec<u8> {
         let mut o = self.strategy.version_to_storage(obj.clone());
         meta::remove_meta(&mut o, "resourceVersion");
-        serde_json::to_vec(&o).expect("json")
+        let data = serde_json::to_vec(&o).expect("json");
+        match &self.transformer {
+            Some(t) => t.to_storage(key.as_bytes(), data),
+            None => data,
+        }
     }
 
     /// The label and field values a selector is matched against.
@@ -294,7 +318,13 @@ impl GenericStore {
         let Some(kv) = kv else {
             return Err(ApiError::not_found("", "namespaces", ns));
         };
-        let nsobj: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
+        let plain = match &self.namespace_transformer {
+            Some(t) => t.from_storage(&kv.key, &kv.value).map_err(|e| {
+                ApiError::internal(format!("unable to transform namespace {ns:?}: {e}"))
+            })?,
+            None => kv.value,
+        };
+        let nsobj: Value = serde_json::from_slice(&plain).unwrap_or(Value::Null);
         if nsobj["status"]["phase"] == "Terminating" || meta::deletion_timestamp(&nsobj).is_some() {
             return Err(ApiError::forbidden(
                 self.group(),
@@ -492,9 +522,13 @@ impl GenericStore {
         for _ in 0..MAX_RETRIES {
             let key = self.key(&ns, meta::name(&obj));
             let lease = self.lease().await?;
-            let res =
-                kvutil::create_with_lease(&*self.kv, key.as_bytes(), self.encode(&obj), lease)
-                    .await;
+            let res = kvutil::create_with_lease(
+                &*self.kv,
+                key.as_bytes(),
+                self.encode(&key, &obj),
+                lease,
+            )
+            .await;
             if res.is_err() || matches!(res, Ok(None)) {
                 if let Some(h) = &self.hooks {
                     h.undo_create(&obj).await;
@@ -689,7 +723,7 @@ impl GenericStore {
             &*self.kv,
             key.as_bytes(),
             mod_rev,
-            self.encode(&new),
+            self.encode(&key, &new),
             lease,
         )
         .await?

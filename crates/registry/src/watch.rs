@@ -69,10 +69,14 @@ impl GenericStore {
                 })?
             };
         let prefix = self.prefix(ns);
+        // The watch starts AT the requested revision, not after it: the store then refuses it when
+        // that revision is compacted (a resourceVersion older than the compaction point is gone even
+        // though the next revision may survive it, and the previous state of the events right after
+        // it would be missing). Events at the revision itself are skipped below.
         let spec = WatchSpec {
             key: prefix.clone().into_bytes(),
             range_end: kvutil::prefix_end(prefix.as_bytes()),
-            start_revision: start_rev + 1,
+            start_revision: start_rev.max(1),
             prev_kv: true,
             progress_notify: true,
             ..Default::default()
@@ -157,6 +161,9 @@ impl GenericStore {
                         }
                         for ev in resp.events {
                             let Some(kv) = ev.kv else { continue };
+                            if kv.mod_revision <= start_rev {
+                                continue;
+                            }
                             last_rev = last_rev.max(kv.mod_revision);
                             if let Some(out) = me.translate(ev.r#type, &kv, ev.prev_kv.as_ref(), &opts) {
                                 if tx.send(out).await.is_err() {
