@@ -9,6 +9,8 @@ command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v openssl >/dev/null || need+=(openssl)
+command -v curl >/dev/null || need+=(curl)
+command -v python3 >/dev/null || need+=(python3 python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}" >&2
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -18,4 +20,10 @@ if [ ${#need[@]} -gt 0 ]; then
   if command -v systemctl >/dev/null && systemctl is-active -q etcd 2>/dev/null; then
     $SUDO systemctl stop etcd || true
   fi
+fi
+# The Python `kubernetes` client (PyPI) that the API server tests drive.
+if ! python3 -c 'import kubernetes' 2>/dev/null; then
+  echo "installing: the Python kubernetes client (pip)" >&2
+  python3 -m pip install -q kubernetes 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages kubernetes
 fi
