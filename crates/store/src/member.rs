@@ -96,7 +96,7 @@ impl Member {
         cluster: &ClusterConfig,
     ) -> anyhow::Result<Arc<Member>> {
         let mut store = Store::open(data_dir)?;
-        let cluster_id = cluster.cluster_id();
+        let cluster_id = cluster.cluster_id;
         if store.created {
             store.set_identity(cluster_id, cluster.me)?;
         } else if (store.cluster_id, store.member_id) != (cluster_id, cluster.me) {

@@ -119,13 +119,10 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
     let tls = crate::tls::server_config(&args)?;
     let member = if args.replicated() {
         let members = args.cluster().map_err(anyhow::Error::msg)?;
-        let me = members
-            .iter()
-            .find(|(_, m)| m.name == args.name)
-            .map(|(id, _)| *id)
-            .ok_or_else(|| anyhow::anyhow!("--name {} is not in --initial-cluster", args.name))?;
+        let (me, cluster_id) = identity(&args, &data_dir, &members).await?;
         let cluster = ClusterConfig {
             me,
+            cluster_id,
             members,
             new_cluster: args.initial_cluster_state == ClusterState::New,
             token: args.initial_cluster_token.clone(),
@@ -178,6 +175,60 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
         s.abort();
     }
     Ok(())
+}
+
+/// This member's id and its cluster's: derived from the flags for a new cluster (as etcd does),
+/// kept in the data dir once it exists, and asked of the running members when a member added
+/// with `etcdctl member add` joins with `--initial-cluster-state existing`.
+async fn identity(
+    args: &StoreArgs,
+    data_dir: &std::path::Path,
+    members: &std::collections::BTreeMap<u64, crate::raft::MemberInfo>,
+) -> anyhow::Result<(u64, u64)> {
+    if mvcc::backend::db_path(data_dir).exists() && args.initial_cluster_state == ClusterState::Existing {
+        let s = mvcc::Store::open(data_dir).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", data_dir.display()))?;
+        return Ok((s.member_id, s.cluster_id));
+    }
+    let mine: Vec<String> = args
+        .initial_advertise_peer_urls
+        .split(',')
+        .map(|u| u.trim().trim_end_matches('/').to_string())
+        .collect();
+    if args.initial_cluster_state == ClusterState::New {
+        let me = members
+            .iter()
+            .find(|(_, m)| m.name == args.name)
+            .map(|(id, _)| *id)
+            .ok_or_else(|| anyhow::anyhow!("--name {} is not in --initial-cluster", args.name))?;
+        let ids: Vec<u64> = members.keys().copied().collect();
+        return Ok((me, crate::raft::cluster_id(&ids)));
+    }
+    let peers = crate::raft::network::Peers::default();
+    for (_, m) in members.iter().filter(|(_, m)| m.peer_urls != mine) {
+        let answer = peers
+            .call::<(), (u64, Vec<(u64, crate::raft::MemberInfo)>)>(m, "/raft/members", &(), std::time::Duration::from_secs(3))
+            .await;
+        match answer {
+            Ok((cluster_id, list)) => {
+                let me = list
+                    .iter()
+                    .find(|(_, x)| x.peer_urls.iter().any(|u| mine.contains(u)))
+                    .map(|(id, _)| *id)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "this member's peer URLs {mine:?} are not in the cluster; add it first with \
+                             `etcdctl member add {} --peer-urls={}`",
+                            args.name,
+                            mine.join(",")
+                        )
+                    })?;
+                tracing::info!(member = %format!("{me:x}"), cluster = %format!("{cluster_id:x}"), "joining the existing cluster");
+                return Ok((me, cluster_id));
+            }
+            Err(e) => tracing::warn!("asking {m} for the cluster's members: {e}"),
+        }
+    }
+    anyhow::bail!("--initial-cluster-state existing: no member of --initial-cluster answered; is the cluster running?")
 }
 
 fn host_port(url: &url::Url, default_port: u16) -> String {

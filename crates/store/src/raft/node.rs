@@ -29,6 +29,7 @@ fn request_timeout(election: Duration) -> Duration {
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
     pub me: NodeId,
+    pub cluster_id: u64,
     pub members: BTreeMap<NodeId, MemberInfo>,
     /// `--initial-cluster-state new`: initialize the cluster when the log is empty.
     pub new_cluster: bool,
@@ -41,11 +42,6 @@ pub struct ClusterConfig {
     pub catchup_entries: u64,
 }
 
-impl ClusterConfig {
-    pub fn cluster_id(&self) -> u64 {
-        super::cluster_id(&self.members.keys().copied().collect::<Vec<_>>())
-    }
-}
 
 /// Parses `--initial-cluster` (`name=url,name=url,...`; a name may repeat for several URLs) into
 /// members keyed by their etcd member id.
