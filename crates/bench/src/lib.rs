@@ -97,7 +97,7 @@ pub struct GlobalArgs {
     #[serde(skip)]
     pub cert: Option<PathBuf>,
     /// The TLS key file of --cert.
-    #[arg(long, global = true)]
+    #[arg(long = "key", id = "tls_key", value_name = "KEY_FILE", global = true)]
     #[serde(skip)]
     pub key: Option<PathBuf>,
     /// Verify the servers' TLS certificates with this CA bundle (implies TLS).

@@ -127,7 +127,7 @@ impl Recorder {
         let mut counts = [0u64; 11];
         for v in self.hist.iter_recorded() {
             // The histogram's value for a bucket is within 0.1% of the recorded ones.
-            let x = self.hist.median_equivalent(v.value_iterated_to());
+            let x = self.hist.lowest_equivalent(v.value_iterated_to());
             let i = bounds.iter().position(|b| x <= *b).unwrap_or(10);
             counts[i] += v.count_at_value();
         }
