@@ -2,8 +2,8 @@
 //! average, stddev, requests/sec, a response time histogram and the latency distribution), as
 //! text or as JSON.
 //!
-//! Latencies are recorded in nanoseconds in an HDR histogram (3 significant digits); the fastest
-//! and slowest requests are also kept exactly.
+//! Latencies are kept in nanoseconds; percentiles come from an HDR histogram (3 significant
+//! digits), the fastest, slowest and average are exact.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -15,42 +15,24 @@ use serde::Serialize;
 /// The percentiles reported, as etcd's benchmark reports them.
 pub const PERCENTILES: [f64; 8] = [10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9];
 
-/// Per-task latency recorder; recorders of the same benchmark are merged into one report.
-#[derive(Clone)]
+/// Per-task latency recorder: the raw latencies (cheap to create and to merge, one per client);
+/// the merged samples go into one HDR histogram when the report is made.
+#[derive(Clone, Default)]
 pub struct Recorder {
-    hist: Histogram<u64>,
-    min: Option<Duration>,
-    max: Duration,
-    sum: Duration,
+    /// Latencies in nanoseconds (at least 1).
+    samples: Vec<u64>,
     errors: BTreeMap<String, u64>,
-}
-
-impl Default for Recorder {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 impl Recorder {
     pub fn new() -> Recorder {
-        Recorder {
-            // 1 ns .. 1 hour, 3 significant digits (0.1% resolution); longer saturates.
-            hist: Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
-                .expect("valid histogram bounds"),
-            min: None,
-            max: Duration::ZERO,
-            sum: Duration::ZERO,
-            errors: BTreeMap::new(),
-        }
+        Recorder::default()
     }
 
     /// Records one successful request that took `d`.
     pub fn record(&mut self, d: Duration) {
-        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1);
-        self.hist.saturating_record(ns);
-        self.min = Some(self.min.map_or(d, |m| m.min(d)));
-        self.max = self.max.max(d);
-        self.sum += d;
+        self.samples
+            .push(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1));
     }
 
     /// Records one failed request (counted by error message, as etcd's error distribution).
@@ -60,21 +42,14 @@ impl Recorder {
 
     /// Adds `other` into `self`.
     pub fn merge(&mut self, other: &Recorder) {
-        self.hist
-            .add(&other.hist)
-            .expect("histograms with equal bounds always add");
-        if let Some(m) = other.min {
-            self.min = Some(self.min.map_or(m, |s| s.min(m)));
-        }
-        self.max = self.max.max(other.max);
-        self.sum += other.sum;
+        self.samples.extend_from_slice(&other.samples);
         for (e, n) in &other.errors {
             *self.errors.entry(e.clone()).or_default() += n;
         }
     }
 
     pub fn successes(&self) -> u64 {
-        self.hist.len()
+        self.samples.len() as u64
     }
 
     pub fn failures(&self) -> u64 {
@@ -83,22 +58,32 @@ impl Recorder {
 
     /// The report of everything recorded, over a run that took `total`.
     pub fn report(&self, name: &str, total: Duration) -> Report {
-        let n = self.hist.len();
-        let ms = |ns: f64| ns / 1e6;
+        let n = self.samples.len() as u64;
         let secs = total.as_secs_f64();
+        let min = self.samples.iter().copied().min().unwrap_or(0);
+        let max = self.samples.iter().copied().max().unwrap_or(0);
+        // 1 ns .. the slowest request, 3 significant digits (0.1% resolution).
+        let mut hist = Histogram::<u64>::new_with_bounds(1, max.max(2), 3)
+            .expect("valid histogram bounds");
+        for &v in &self.samples {
+            hist.saturating_record(v);
+        }
+        let ms = |ns: f64| ns / 1e6;
+        let pct = |p: f64| ms(hist.value_at_percentile(p) as f64);
+        let sum: u128 = self.samples.iter().map(|&v| v as u128).sum();
         let latency = (n > 0).then(|| Latency {
-            fastest_ms: self.min.unwrap_or_default().as_secs_f64() * 1e3,
-            slowest_ms: self.max.as_secs_f64() * 1e3,
-            average_ms: self.sum.as_secs_f64() * 1e3 / n as f64,
-            stddev_ms: ms(self.hist.stdev()),
-            p10_ms: ms(self.hist.value_at_percentile(10.0) as f64),
-            p25_ms: ms(self.hist.value_at_percentile(25.0) as f64),
-            p50_ms: ms(self.hist.value_at_percentile(50.0) as f64),
-            p75_ms: ms(self.hist.value_at_percentile(75.0) as f64),
-            p90_ms: ms(self.hist.value_at_percentile(90.0) as f64),
-            p95_ms: ms(self.hist.value_at_percentile(95.0) as f64),
-            p99_ms: ms(self.hist.value_at_percentile(99.0) as f64),
-            p99_9_ms: ms(self.hist.value_at_percentile(99.9) as f64),
+            fastest_ms: ms(min as f64),
+            slowest_ms: ms(max as f64),
+            average_ms: ms(sum as f64 / n as f64),
+            stddev_ms: ms(hist.stdev()),
+            p10_ms: pct(10.0),
+            p25_ms: pct(25.0),
+            p50_ms: pct(50.0),
+            p75_ms: pct(75.0),
+            p90_ms: pct(90.0),
+            p95_ms: pct(95.0),
+            p99_ms: pct(99.0),
+            p99_9_ms: pct(99.9),
         });
         Report {
             name: name.to_string(),
@@ -107,37 +92,31 @@ impl Recorder {
             total_secs: secs,
             requests_per_sec: if secs > 0.0 { n as f64 / secs } else { 0.0 },
             latency,
-            histogram: self.buckets(),
+            histogram: if n > 0 { buckets(&hist, min, max) } else { Vec::new() },
             error_distribution: self.errors.clone(),
         }
     }
+}
 
-    /// Ten equal-width buckets between the fastest and slowest request (etcd's histogram):
-    /// each is (upper bound in ms, count of requests at or below it and above the previous one).
-    fn buckets(&self) -> Vec<(f64, u64)> {
-        let (Some(min), max) = (self.min, self.max) else {
-            return Vec::new();
-        };
-        let lo = min.as_nanos() as u64;
-        let hi = (max.as_nanos() as u64).max(lo);
-        let width = (hi - lo) / 10;
-        let bounds: Vec<u64> = (0..=10u64)
-            .map(|i| if i == 10 { hi } else { lo + width * i })
-            .collect();
-        let mut counts = [0u64; 11];
-        for v in self.hist.iter_recorded() {
-            // The histogram's value for a bucket is within 0.1% of the recorded ones.
-            let x = self.hist.lowest_equivalent(v.value_iterated_to());
-            let i = bounds.iter().position(|b| x <= *b).unwrap_or(10);
-            counts[i] += v.count_at_value();
-        }
-        let out = bounds
-            .iter()
-            .zip(counts)
-            .map(|(b, c)| (*b as f64 / 1e6, c))
-            .collect();
-        out
+/// Ten equal-width buckets between the fastest (`lo`) and slowest (`hi`) request, as etcd's
+/// histogram: each is (upper bound in ms, count of requests above the previous bound).
+fn buckets(hist: &Histogram<u64>, lo: u64, hi: u64) -> Vec<(f64, u64)> {
+    let width = (hi - lo) / 10;
+    let bounds: Vec<u64> = (0..=10u64)
+        .map(|i| if i == 10 { hi } else { lo + width * i })
+        .collect();
+    let mut counts = [0u64; 11];
+    for v in hist.iter_recorded() {
+        // The lowest value of the histogram's bucket is within 0.1% of the recorded ones.
+        let x = hist.lowest_equivalent(v.value_iterated_to());
+        let i = bounds.iter().position(|b| x <= *b).unwrap_or(10);
+        counts[i] += v.count_at_value();
     }
+    bounds
+        .iter()
+        .zip(counts)
+        .map(|(b, c)| (*b as f64 / 1e6, c))
+        .collect()
 }
 
 /// Latency statistics in milliseconds.

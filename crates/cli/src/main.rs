@@ -31,7 +31,7 @@ enum Cmd {
     },
     /// Run the Kubernetes API server (plain HTTP on loopback until TLS arrives).
     Apiserver(apiserver::ApiserverArgs),
-    /// Benchmark any etcd v3 endpoint (kybern or etcd) with etcd's benchmark flags.
+    // About and long help come from `bench::BenchArgs`.
     Bench(bench::BenchArgs),
 }
 
