@@ -26,7 +26,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "ns" => n / 1e9,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return Err(format!("invalid duration unit in {s:?} (ns, us, ms, s, m, h)")),
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {s:?} (ns, us, ms, s, m, h)"
+            ))
+        }
     };
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("invalid duration {s:?}"));
@@ -47,13 +51,16 @@ fn connect_options(g: &GlobalArgs) -> Result<ConnectOptions> {
     if g.cacert.is_some() || g.cert.is_some() || g.key.is_some() {
         let mut tls = TlsOptions::new();
         if let Some(ca) = &g.cacert {
-            let pem = std::fs::read(ca).with_context(|| format!("read --cacert {}", ca.display()))?;
+            let pem =
+                std::fs::read(ca).with_context(|| format!("read --cacert {}", ca.display()))?;
             tls = tls.ca_certificate(Certificate::from_pem(pem));
         }
         match (&g.cert, &g.key) {
             (Some(c), Some(k)) => {
-                let cert = std::fs::read(c).with_context(|| format!("read --cert {}", c.display()))?;
-                let key = std::fs::read(k).with_context(|| format!("read --key {}", k.display()))?;
+                let cert =
+                    std::fs::read(c).with_context(|| format!("read --cert {}", c.display()))?;
+                let key =
+                    std::fs::read(k).with_context(|| format!("read --key {}", k.display()))?;
                 tls = tls.identity(Identity::from_pem(cert, key));
             }
             (None, None) => {}
@@ -76,8 +83,7 @@ pub async fn connect_all(g: &GlobalArgs) -> Result<Vec<Client>> {
             .await
             .with_context(|| format!("connect to {ep}"))?;
         let mut m = client.maintenance_client();
-        match tokio::time::timeout(g.dial_timeout.max(Duration::from_millis(100)), m.status())
-            .await
+        match tokio::time::timeout(g.dial_timeout.max(Duration::from_millis(100)), m.status()).await
         {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(anyhow::anyhow!("endpoint {ep} does not answer: {e}")),

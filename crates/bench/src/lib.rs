@@ -72,7 +72,12 @@ pub struct BenchArgs {
 #[derive(Args, Debug, Clone, Serialize)]
 pub struct GlobalArgs {
     /// gRPC endpoints, comma-separated (host:port, http://host:port or https://host:port).
-    #[arg(long, global = true, value_delimiter = ',', default_value = "127.0.0.1:2379")]
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "127.0.0.1:2379"
+    )]
     pub endpoints: Vec<String>,
     /// Total number of gRPC connections (distinct clients of the etcd client library).
     #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
@@ -113,10 +118,12 @@ pub struct GlobalArgs {
 #[derive(Subcommand, Debug)]
 pub enum BenchCmd {
     /// Benchmark put: --total puts of --val-size values to keys of --key-size bytes.
-    #[command(long_about = "Benchmark put: --total puts of --val-size random bytes. Key number i \
+    #[command(
+        long_about = "Benchmark put: --total puts of --val-size random bytes. Key number i \
         (random in 0..--key-space-size, or i mod --key-space-size with --sequential-keys) is \
         written as etcd's benchmark writes it: the signed varint of i in a zero-filled \
-        --key-size buffer, after --prefix.")]
+        --key-size buffer, after --prefix."
+    )]
     Put(PutArgs),
     /// Benchmark range: --total reads of KEY, or of the range [KEY, END).
     Range(RangeArgs),
@@ -411,7 +418,14 @@ pub async fn run(mut args: BenchArgs) -> Result<()> {
             });
             let names = ["txn-mixed-read".to_string(), "txn-mixed-write".to_string()];
             let r = load::run(
-                "txn-mixed", &conns, clients, a.total, a.rate, &names, gen, progress,
+                "txn-mixed",
+                &conns,
+                clients,
+                a.total,
+                a.rate,
+                &names,
+                gen,
+                progress,
             )
             .await;
             finish("txn-mixed", g, clients, &*a, &r)
@@ -444,7 +458,9 @@ fn finish<O: Serialize>(
     }
     let failed: u64 = reports.iter().map(|r| r.errors).sum();
     if failed > 0 {
-        return Err(anyhow!("{failed} requests failed (see the error distribution)"));
+        return Err(anyhow!(
+            "{failed} requests failed (see the error distribution)"
+        ));
     }
     Ok(())
 }

@@ -63,8 +63,8 @@ impl Recorder {
         let min = self.samples.iter().copied().min().unwrap_or(0);
         let max = self.samples.iter().copied().max().unwrap_or(0);
         // 1 ns .. the slowest request, 3 significant digits (0.1% resolution).
-        let mut hist = Histogram::<u64>::new_with_bounds(1, max.max(2), 3)
-            .expect("valid histogram bounds");
+        let mut hist =
+            Histogram::<u64>::new_with_bounds(1, max.max(2), 3).expect("valid histogram bounds");
         for &v in &self.samples {
             hist.saturating_record(v);
         }
@@ -92,7 +92,11 @@ impl Recorder {
             total_secs: secs,
             requests_per_sec: if secs > 0.0 { n as f64 / secs } else { 0.0 },
             latency,
-            histogram: if n > 0 { buckets(&hist, min, max) } else { Vec::new() },
+            histogram: if n > 0 {
+                buckets(&hist, min, max)
+            } else {
+                Vec::new()
+            },
             error_distribution: self.errors.clone(),
         }
     }

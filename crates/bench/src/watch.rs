@@ -23,12 +23,22 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Opens one stream with `n` watches on `key`; returns it once every watch is created, with
 /// the watch ids in creation order.
-async fn open_stream(client: &Client, key: &[u8], n: usize, prev_kv: bool) -> Result<(WatchStream, Vec<i64>)> {
+async fn open_stream(
+    client: &Client,
+    key: &[u8],
+    n: usize,
+    prev_kv: bool,
+) -> Result<(WatchStream, Vec<i64>)> {
     let opts = || prev_kv.then(|| WatchOptions::new().with_prev_key());
     let mut wc = client.watch_client();
-    let mut ws = wc.watch(key.to_vec(), opts()).await.context("open a watch stream")?;
+    let mut ws = wc
+        .watch(key.to_vec(), opts())
+        .await
+        .context("open a watch stream")?;
     for _ in 1..n {
-        ws.watch(key.to_vec(), opts()).await.context("create a watch")?;
+        ws.watch(key.to_vec(), opts())
+            .await
+            .context("create a watch")?;
     }
     let mut ids = Vec::with_capacity(n);
     while ids.len() < n {
@@ -71,7 +81,10 @@ async fn read_stream(
             Err(e) => return (times, Some(error_text(&e))),
         };
         if resp.canceled() {
-            return (times, Some(format!("watch cancelled: {}", resp.cancel_reason())));
+            return (
+                times,
+                Some(format!("watch cancelled: {}", resp.cancel_reason())),
+            );
         }
         let Some(&w) = index.get(&resp.watch_id()) else {
             continue;
@@ -131,7 +144,10 @@ pub async fn run(a: &WatchLatencyArgs, conns: &[Client], progress: bool) -> Resu
             if let Some(p) = prog {
                 p.finish().await;
             }
-            bail!("put failed during the watch latency benchmark: {}", error_text(&e));
+            bail!(
+                "put failed during the watch latency benchmark: {}",
+                error_text(&e)
+            );
         }
         let end = Instant::now();
         puts.record(end - st);

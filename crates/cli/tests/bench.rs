@@ -67,13 +67,19 @@ fn check_report(r: &Value, name: &str, requests: u64) {
     assert_eq!(r["name"], name, "{r:#}");
     assert_eq!(r["requests"], requests, "{r:#}");
     assert_eq!(r["errors"], 0, "{r:#}");
-    let f = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} missing in {r:#}"));
+    let f = |k: &str| {
+        r[k].as_f64()
+            .unwrap_or_else(|| panic!("{k} missing in {r:#}"))
+    };
     assert!(f("total_secs") > 0.0, "{r:#}");
     let rps = f("requests_per_sec");
     let expect = requests as f64 / f("total_secs");
     assert!((rps - expect).abs() <= expect * 1e-6, "{r:#}");
     let l = &r["latency"];
-    let lf = |k: &str| l[k].as_f64().unwrap_or_else(|| panic!("latency.{k} missing in {r:#}"));
+    let lf = |k: &str| {
+        l[k].as_f64()
+            .unwrap_or_else(|| panic!("latency.{k} missing in {r:#}"))
+    };
     let order = [
         "fastest_ms",
         "p10_ms",
@@ -192,7 +198,10 @@ async fn put_range_txn_and_watch_against_kybern() {
     check_report(&doc["reports"][0], "range", 60);
 
     // txn-mixed: reads and writes add up to the total; the writes land on key-space keys.
-    let before = c.get("", Some(GetOptions::new().with_all_keys().with_count_only()));
+    let before = c.get(
+        "",
+        Some(GetOptions::new().with_all_keys().with_count_only()),
+    );
     let before = before.await.unwrap().count();
     let doc = bench_json(&[
         "--endpoints",
@@ -214,9 +223,15 @@ async fn put_range_txn_and_watch_against_kybern() {
     assert_eq!(reads + writes, 100, "{doc:#}");
     check_report(&doc["reports"][0], "txn-mixed-read", reads);
     check_report(&doc["reports"][1], "txn-mixed-write", writes);
-    let after = c.get("", Some(GetOptions::new().with_all_keys().with_count_only()));
+    let after = c.get(
+        "",
+        Some(GetOptions::new().with_all_keys().with_count_only()),
+    );
     let after = after.await.unwrap().count();
-    assert!(after >= before && after <= before + 10, "{before} -> {after}");
+    assert!(
+        after >= before && after <= before + 10,
+        "{before} -> {after}"
+    );
     if writes > 0 {
         // Write number i goes to key i mod 10: every key below "bench" is one of the ten.
         let all = c
@@ -228,7 +243,11 @@ async fn put_range_txn_and_watch_against_kybern() {
             .collect();
         assert!(!all.kvs().is_empty());
         for kv in all.kvs() {
-            assert!(ten.contains(&kv.key().to_vec()), "unexpected key {:?}", kv.key());
+            assert!(
+                ten.contains(&kv.key().to_vec()),
+                "unexpected key {:?}",
+                kv.key()
+            );
         }
     }
 
@@ -258,10 +277,7 @@ async fn text_report_like_etcd() {
     let m = Member::start_kybern(&bin(), MemberOpts::default())
         .await
         .unwrap();
-    let out = bench(
-        &["--endpoints", &m.endpoint(), "put", "--total", "30"],
-        60,
-    );
+    let out = bench(&["--endpoints", &m.endpoint(), "put", "--total", "30"], 60);
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     for want in [
@@ -318,7 +334,15 @@ fn bad_flags_exit_2() {
 fn unreachable_endpoint_fails_fast() {
     let ep = format!("127.0.0.1:{}", free_port());
     let out = bench(
-        &["--endpoints", &ep, "--dial-timeout", "1s", "put", "--total", "5"],
+        &[
+            "--endpoints",
+            &ep,
+            "--dial-timeout",
+            "1s",
+            "put",
+            "--total",
+            "5",
+        ],
         30,
     );
     assert_eq!(out.status.code(), Some(1), "{out:?}");
