@@ -315,11 +315,17 @@ pub async fn run(mut args: BenchArgs) -> Result<()> {
                     0,
                 )
             });
-            let names = ["put".to_string()];
-            let r = load::run(
-                "put", &conns, clients, a.total, a.rate, &names, gen, progress,
-            )
-            .await;
+            let names = ["put"];
+            let load = load::Load {
+                label: "put",
+                conns: &conns,
+                clients,
+                total: a.total,
+                rate: a.rate,
+                names: &names,
+                progress,
+            };
+            let r = load::run(load, gen).await;
             finish("put", g, clients, &*a, &r)
         }
         BenchCmd::Range(a) => {
@@ -368,11 +374,17 @@ pub async fn run(mut args: BenchArgs) -> Result<()> {
                     0,
                 )
             });
-            let names = ["range".to_string()];
-            let r = load::run(
-                "range", &conns, clients, a.total, a.rate, &names, gen, progress,
-            )
-            .await;
+            let names = ["range"];
+            let load = load::Load {
+                label: "range",
+                conns: &conns,
+                clients,
+                total: a.total,
+                rate: a.rate,
+                names: &names,
+                progress,
+            };
+            let r = load::run(load, gen).await;
             finish("range", g, clients, &*a, &r)
         }
         BenchCmd::WatchLatency(a) => {
@@ -416,18 +428,17 @@ pub async fn run(mut args: BenchArgs) -> Result<()> {
                     (Op::Txn(t), 1)
                 }
             });
-            let names = ["txn-mixed-read".to_string(), "txn-mixed-write".to_string()];
-            let r = load::run(
-                "txn-mixed",
-                &conns,
+            let names = ["txn-mixed-read", "txn-mixed-write"];
+            let load = load::Load {
+                label: "txn-mixed",
+                conns: &conns,
                 clients,
-                a.total,
-                a.rate,
-                &names,
-                gen,
+                total: a.total,
+                rate: a.rate,
+                names: &names,
                 progress,
-            )
-            .await;
+            };
+            let r = load::run(load, gen).await;
             finish("txn-mixed", g, clients, &*a, &r)
         }
     }

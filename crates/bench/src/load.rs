@@ -77,18 +77,29 @@ async fn exec(kv: &mut KvClient, op: Op) -> Result<(), etcd_client::Error> {
     }
 }
 
-/// Runs `total` requests built by `gen` over `clients` concurrent clients sharing `conns`;
-/// returns one report per name in `names`.
-pub async fn run(
-    label: &str,
-    conns: &[Client],
-    clients: usize,
-    total: u64,
-    rate: u64,
-    names: &[String],
-    gen: Arc<Generator>,
-    progress: bool,
-) -> Vec<Report> {
+/// What `run` does: `total` requests over `clients` concurrent clients sharing `conns`, at most
+/// `rate` per second (0: no limit), counted in one report per name in `names`.
+pub struct Load<'a> {
+    pub label: &'a str,
+    pub conns: &'a [Client],
+    pub clients: usize,
+    pub total: u64,
+    pub rate: u64,
+    pub names: &'a [&'a str],
+    pub progress: bool,
+}
+
+/// Runs the requests built by `gen`; returns one report per name.
+pub async fn run(load: Load<'_>, gen: Arc<Generator>) -> Vec<Report> {
+    let Load {
+        label,
+        conns,
+        clients,
+        total,
+        rate,
+        names,
+        progress,
+    } = load;
     let disp = Arc::new(Dispatcher::new(total, rate));
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -163,7 +174,7 @@ impl Progress {
                 }
                 let d = done.load(Ordering::Relaxed);
                 let secs = t0.elapsed().as_secs_f64();
-                let pct = if total > 0 { d * 100 / total } else { 100 };
+                let pct = (d * 100).checked_div(total).unwrap_or(100);
                 let line = format!(
                     "{label}: {d}/{total} ({pct}%) in {secs:.0}s, {:.0} req/s",
                     d as f64 / secs.max(1e-9)

@@ -194,11 +194,7 @@ impl Report {
             let max = self.histogram.iter().map(|b| b.1).max().unwrap_or(0);
             let _ = writeln!(out, "\nResponse time histogram:");
             for (bound, count) in &self.histogram {
-                let bar = if max > 0 {
-                    "∎".repeat((count * 40 / max) as usize)
-                } else {
-                    String::new()
-                };
+                let bar = "∎".repeat((count * 40).checked_div(max).unwrap_or(0) as usize);
                 let _ = writeln!(out, "  {:.4} [{}]\t|{}", bound / 1e3, count, bar);
             }
             let _ = writeln!(out, "\nLatency distribution:");
