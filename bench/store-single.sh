@@ -38,6 +38,7 @@ free_port() {
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
   done
 }
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 K_PORT=$(free_port); E_PORT=$(free_port); E_PEER=$(free_port)
 K_URL=http://127.0.0.1:$K_PORT
 E_URL=http://127.0.0.1:$E_PORT
@@ -137,7 +138,8 @@ verdict() { if awk "BEGIN { exit !($1) }"; then echo met; else echo "NOT met"; f
 TABLE=$(
   echo "## Store 1, single member: $DATE"
   echo
-  echo "Machine: $CORES cores, $MEM GiB RAM, both servers and the client on the same host, loopback."
+  echo "Machine: $CORES cores, $MEM GiB RAM, both servers and the client on the same host, loopback;"
+  echo "load average before the run $LOAD_BEFORE, after $(cut -d' ' -f1-3 /proc/loadavg)."
   echo "kybern commit $COMMIT$DIRTY (release build); etcd $ETCD_VER (Debian package)."
   echo "Both started with fresh data dirs and default flags (fsync on every commit)."
   echo
