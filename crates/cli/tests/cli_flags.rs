@@ -270,7 +270,10 @@ async fn config_file_in_etcd_form_is_used() {
     let members = c.member_list().await.unwrap();
     assert_eq!(members.members().len(), 1);
     assert_eq!(members.members()[0].name(), "configured");
-    assert_eq!(members.members()[0].client_urls(), std::slice::from_ref(&url));
+    assert_eq!(
+        members.members()[0].client_urls(),
+        std::slice::from_ref(&url)
+    );
     assert!(
         data.is_dir(),
         "the data dir of the config file was not used"
