@@ -31,7 +31,8 @@ enum Cmd {
     },
     /// Run the Kubernetes API server (plain HTTP on loopback until TLS arrives).
     Apiserver(apiserver::ApiserverArgs),
-    //B
+    // About and long help come from `bench::BenchArgs`.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -104,7 +105,10 @@ fn main() -> ExitCode {
                 };
                 mvcc_restore(&file, &data_dir, &opts)
             }
-            Cmd::Apiserver(args) => apiserver::run(args).await.map_err(failure), //B
+            Cmd::Apiserver(args) => apiserver::run(args).await.map_err(failure),
+            Cmd::Bench(args) => bench::run(args)
+                .await
+                .map_err(|e| (bench::exit_code(&e), format!("bench: {e:#}"))),
         }
     });
     match res {

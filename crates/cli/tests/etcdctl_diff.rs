@@ -106,7 +106,7 @@ fn mask(out: &str, ids: &Ids) -> String {
         id_forms(*id, format!("<LEASE{}>", i + 1));
     }
     // Longest forms first, whole words only.
-    names.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    names.sort_by_key(|n| std::cmp::Reverse(n.0.len()));
     let by_form: HashMap<String, String> = names.into_iter().rev().collect();
     s = re(r"\b[0-9a-f]{1,20}\b")
         .replace_all(&s, |c: &Captures| {
