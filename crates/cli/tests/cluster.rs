@@ -217,3 +217,177 @@ async fn a_member_far_behind_catches_up_from_a_snapshot() {
     let old = client.range(all(30)).await.unwrap();
     assert_eq!(behind.range(all(30)).await.unwrap().kvs, old.kvs);
 }
+
+/// etcdctl member add / promote / remove: a new member joins as a learner, catches up and is
+/// promoted by itself; a removed member stops and says why; refusals carry etcd's messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_added_promoted_and_removed() {
+    let mut c = Cluster::start(kybern(), 3).await.unwrap();
+    let eps = c.endpoints().join(",");
+    let t = Duration::from_secs(30);
+    let client = kv(&c.members[0].client_url).await;
+    for i in 0..20 {
+        let put = PbPutRequest {
+            key: format!("m{i}").into_bytes(),
+            value: b"x".to_vec(),
+            ..Default::default()
+        };
+        client.put(put).await.unwrap();
+    }
+    let peer = testkit::procs::free_url();
+    let added = etcdctl(
+        &eps,
+        &["member", "add", "m3", &format!("--peer-urls={peer}")],
+        None,
+        t,
+        None,
+    )
+    .unwrap();
+    assert_eq!(added.code, 0, "{}{}", added.stdout, added.stderr);
+    assert!(
+        added
+            .stdout
+            .contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""),
+        "{}",
+        added.stdout
+    );
+    let again = etcdctl(
+        &eps,
+        &["member", "add", "other", &format!("--peer-urls={peer}")],
+        None,
+        t,
+        None,
+    )
+    .unwrap();
+    assert!(
+        again
+            .stderr
+            .contains("etcdserver: Peer URLs already exists"),
+        "{}",
+        again.stderr
+    );
+    let initial = c
+        .members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| format!("m{i}={}", m.peer_url))
+        .chain([format!("m3={peer}")])
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut opts = testkit::procs::MemberOpts::default()
+        .with_name("m3")
+        .with_args([
+            "--initial-cluster",
+            &initial,
+            "--initial-cluster-state",
+            "existing",
+            "--initial-cluster-token",
+            "kybern-test",
+        ]);
+    opts.peer_url = Some(peer.clone());
+    let joined = testkit::procs::Member::start(kybern(), opts).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = etcdctl(&eps, &["member", "list", "-w", "json"], None, t, None).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+        let m3 = v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["peerURLs"][0] == peer.as_str())
+            .cloned();
+        if m3
+            .as_ref()
+            .is_some_and(|m| m["isLearner"] != true && m["name"] == "m3")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "m3 was never promoted: {}",
+            list.stdout
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let newcomer = kv(&joined.client_url).await;
+    assert_eq!(
+        get_local(&newcomer, "m19").await.as_deref(),
+        Some(b"x".as_slice())
+    );
+
+    let status = etcdctl(
+        &c.members[0].client_url,
+        &["endpoint", "status", "-w", "json"],
+        None,
+        t,
+        None,
+    )
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let leader_id = v[0]["Status"]["leader"].as_u64().unwrap();
+    let voter = format!("{leader_id:x}");
+    let promote = etcdctl(&eps, &["member", "promote", &voter], None, t, None).unwrap();
+    assert!(
+        promote
+            .stderr
+            .contains("etcdserver: can only promote a learner member"),
+        "{}",
+        promote.stderr
+    );
+    let missing = etcdctl(&eps, &["member", "remove", "1234"], None, t, None).unwrap();
+    assert!(
+        missing.stderr.contains("etcdserver: member not found"),
+        "{}",
+        missing.stderr
+    );
+
+    // Remove a member that is not the leader: it stops by itself and says why.
+    let leader = c.leader().await.unwrap();
+    let victim = (leader + 1) % 3;
+    let list = etcdctl(&eps, &["member", "list", "-w", "json"], None, t, None).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    let victim_id = v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == format!("m{victim}"))
+        .and_then(|m| m["ID"].as_u64())
+        .unwrap();
+    let removed = etcdctl(
+        &eps,
+        &["member", "remove", &format!("{victim_id:x}")],
+        None,
+        t,
+        None,
+    )
+    .unwrap();
+    assert_eq!(removed.code, 0, "{}", removed.stderr);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.members[victim].try_exit_status().is_none() {
+        assert!(Instant::now() < deadline, "the removed member kept running");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        c.members[victim]
+            .stderr_log()
+            .contains("permanently removed from the cluster"),
+        "{}",
+        c.members[victim].log_tail(20)
+    );
+    let rest: Vec<String> = (0..3)
+        .filter(|i| *i != victim)
+        .map(|i| c.members[i].client_url.clone())
+        .collect();
+    let list = etcdctl(&rest.join(","), &["member", "list"], None, t, None).unwrap();
+    assert_eq!(list.stdout.lines().count(), 3, "{}", list.stdout);
+    client_put_ok(&rest[0]).await;
+}
+
+async fn client_put_ok(url: &str) {
+    let put = PbPutRequest {
+        key: b"after".to_vec(),
+        value: b"removal".to_vec(),
+        ..Default::default()
+    };
+    kv(url).await.put(put).await.unwrap();
+}

@@ -193,7 +193,16 @@ impl PbClusterService for Services {
         let id = r.into_inner().id;
         self.raft()?.change(Change::Remove(id)).await?;
         tracing::info!(member = %format!("{id:x}"), "removed a member");
-        let members = self.members_after(|ms| ms.iter().all(|m| m.id != id)).await;
+        let members = if id == self.member.store.member_id {
+            // This member is not sent the change that removed it: answer with what it knows.
+            self.members()
+                .await
+                .into_iter()
+                .filter(|m| m.id != id)
+                .collect()
+        } else {
+            self.members_after(|ms| ms.iter().all(|m| m.id != id)).await
+        };
         Ok(Response::new(PbMemberRemoveResponse {
             header: self.member.header(0),
             members,

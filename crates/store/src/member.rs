@@ -114,6 +114,7 @@ impl Member {
             data_dir,
             store.clone(),
             cluster,
+            settings.name.clone(),
             settings.client_urls.clone(),
         )
         .await?;

@@ -168,8 +168,27 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
         servers.push(tokio::spawn(accept_loop(listener, app.clone(), tls)));
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    shutdown_signal().await;
-    tracing::info!("received shutdown signal; stopping the store member");
+    let removed = async {
+        match member.raft() {
+            Some(n) => {
+                let mut r = n.removed.clone();
+                let _ = r.wait_for(|gone| *gone).await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("received shutdown signal; stopping the store member"),
+        _ = removed => {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+            // Let answers in flight (such as the member remove that removed it) go out.
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            for s in servers {
+                s.abort();
+            }
+            anyhow::bail!("the member has been permanently removed from the cluster");
+        }
+    }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     for s in servers {
         s.abort();
@@ -185,8 +204,11 @@ async fn identity(
     data_dir: &std::path::Path,
     members: &std::collections::BTreeMap<u64, crate::raft::MemberInfo>,
 ) -> anyhow::Result<(u64, u64)> {
-    if mvcc::backend::db_path(data_dir).exists() && args.initial_cluster_state == ClusterState::Existing {
-        let s = mvcc::Store::open(data_dir).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", data_dir.display()))?;
+    if mvcc::backend::db_path(data_dir).exists()
+        && args.initial_cluster_state == ClusterState::Existing
+    {
+        let s = mvcc::Store::open(data_dir)
+            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", data_dir.display()))?;
         return Ok((s.member_id, s.cluster_id));
     }
     let mine: Vec<String> = args
@@ -206,7 +228,12 @@ async fn identity(
     let peers = crate::raft::network::Peers::default();
     for (_, m) in members.iter().filter(|(_, m)| m.peer_urls != mine) {
         let answer = peers
-            .call::<(), (u64, Vec<(u64, crate::raft::MemberInfo)>)>(m, "/raft/members", &(), std::time::Duration::from_secs(3))
+            .call::<(), (u64, Vec<(u64, crate::raft::MemberInfo)>)>(
+                m,
+                "/raft/members",
+                &(),
+                std::time::Duration::from_secs(3),
+            )
             .await;
         match answer {
             Ok((cluster_id, list)) => {

@@ -42,7 +42,6 @@ pub struct ClusterConfig {
     pub catchup_entries: u64,
 }
 
-
 /// Parses `--initial-cluster` (`name=url,name=url,...`; a name may repeat for several URLs) into
 /// members keyed by their etcd member id.
 pub fn parse_initial_cluster(s: &str, token: &str) -> Result<BTreeMap<NodeId, MemberInfo>, String> {
@@ -84,6 +83,8 @@ pub struct RaftNode {
     pub client_urls: Vec<String>,
     /// `--initial-cluster-token`, part of new members' ids.
     pub token: String,
+    /// Becomes true when this member has been removed from the cluster.
+    pub removed: tokio::sync::watch::Receiver<bool>,
     timeout: Duration,
 }
 
@@ -92,6 +93,7 @@ impl RaftNode {
         data_dir: &Path,
         store: Arc<Store>,
         cfg: &ClusterConfig,
+        name: String,
         client_urls: Vec<String>,
     ) -> anyhow::Result<Arc<RaftNode>> {
         let ms = |d: Duration| d.as_millis() as u64;
@@ -127,11 +129,7 @@ impl RaftNode {
                 Err(e) => anyhow::bail!("cannot initialize the cluster: {e}"),
             }
         }
-        let name = cfg
-            .members
-            .get(&cfg.me)
-            .map(|m| m.name.clone())
-            .unwrap_or_default();
+        let (removed_tx, removed_rx) = tokio::sync::watch::channel(false);
         let node = Arc::new(RaftNode {
             raft,
             id: cfg.me,
@@ -140,8 +138,10 @@ impl RaftNode {
             name,
             client_urls,
             token: cfg.token.clone(),
+            removed: removed_rx,
             timeout: request_timeout(cfg.election),
         });
+        tokio::spawn(watch_removal(Arc::downgrade(&node), removed_tx));
         tokio::spawn(renew_leases_on_election(Arc::downgrade(&node)));
         tokio::spawn(super::membership::promote_learners(Arc::downgrade(&node)));
         Ok(node)
@@ -320,5 +320,44 @@ async fn renew_leases_on_election(node: std::sync::Weak<RaftNode>) {
             }
         }
         was_leader = leader;
+    }
+}
+
+/// Tells when this member has been removed: its id left the membership it knows, or the leader's
+/// membership no longer has it (a removed follower is not sent the change that removed it).
+async fn watch_removal(node: std::sync::Weak<RaftNode>, removed: tokio::sync::watch::Sender<bool>) {
+    let mut was_member = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let Some(n) = node.upgrade() else { return };
+        let mine = n.members().iter().any(|(id, _, _)| *id == n.id);
+        let mut gone = was_member && !mine;
+        if was_member && !gone && !n.is_leader() {
+            if let Some((_, leader)) = n.leader() {
+                let theirs = n
+                    .peers
+                    .call::<(), (u64, Vec<(NodeId, MemberInfo)>)>(
+                        &leader,
+                        "/raft/members",
+                        &(),
+                        Duration::from_secs(1),
+                    )
+                    .await;
+                if let Ok((_, list)) = theirs {
+                    gone = !list.iter().any(|(id, _)| *id == n.id);
+                }
+            }
+        }
+        if gone {
+            tracing::error!(
+                member = %format!("{:x}", n.id),
+                "this member has been permanently removed from the cluster; stopping. To use this \
+                 machine again, add it with `etcdctl member add` and start it with an empty --data-dir"
+            );
+            let _ = removed.send(true);
+            return;
+        }
+        was_member |= mine;
     }
 }
