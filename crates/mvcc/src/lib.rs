@@ -1,6 +1,7 @@
 //! etcd-style multi-version key-value store on redb.
 
 pub mod apply;
+pub mod auth;
 pub mod backend;
 mod error;
 pub mod index;
@@ -12,6 +13,7 @@ pub mod txn;
 pub mod watch;
 
 pub use apply::{Op, OpResult};
+pub use auth::{Access, AuthOp, AuthState, Caller};
 pub use error::Error;
 pub use store::Store;
 pub use watch::{Filter, Subscription, WatchMsg};

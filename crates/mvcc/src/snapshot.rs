@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase, ReadableTable};
 use sha2::{Digest, Sha256};
 
-use crate::backend::{self, meta, KV, LEASES, META};
+use crate::backend::{self, meta, AUTH_ROLES, AUTH_USERS, KV, LEASES, META};
 use crate::{Error, Store};
 
 impl Store {
@@ -33,6 +33,20 @@ impl Store {
                 for row in rtx.open_table(LEASES)?.iter()? {
                     let (k, v) = row?;
                     l.insert(k.value(), v.value())?;
+                }
+                // Users and roles go along, as in etcd's snapshot (a store older than auth has none).
+                for def in [AUTH_USERS, AUTH_ROLES] {
+                    let mut t = wtx.open_table(def)?;
+                    match rtx.open_table(def) {
+                        Ok(src) => {
+                            for row in src.iter()? {
+                                let (k, v) = row?;
+                                t.insert(k.value(), v.value())?;
+                            }
+                        }
+                        Err(redb::TableError::TableDoesNotExist(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
                 }
                 let mut m = wtx.open_table(META)?;
                 for row in rtx.open_table(META)?.iter()? {

@@ -8,6 +8,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::Credentials;
 use crate::kv::Kv;
 use crate::member::Member;
 
@@ -21,7 +22,9 @@ pub struct Services {
 #[tonic::async_trait]
 impl PbKvService for Services {
     async fn range(&self, r: Request<PbRangeRequest>) -> Answer<PbRangeResponse> {
-        Kv::range(&*self.member, r.into_inner())
+        let c = Credentials::of(&r);
+        self.member
+            .range_as(r.into_inner(), Some(&c))
             .await
             .map(Response::new)
     }
@@ -29,7 +32,8 @@ impl PbKvService for Services {
     type RangeStreamStream = ReceiverStream<Result<PbRangeStreamResponse, Status>>;
 
     async fn range_stream(&self, r: Request<PbRangeRequest>) -> Answer<Self::RangeStreamStream> {
-        let resp = Kv::range(&*self.member, r.into_inner()).await?;
+        let c = Credentials::of(&r);
+        let resp = self.member.range_as(r.into_inner(), Some(&c)).await?;
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
             let _ = tx
@@ -42,25 +46,33 @@ impl PbKvService for Services {
     }
 
     async fn put(&self, r: Request<PbPutRequest>) -> Answer<PbPutResponse> {
-        Kv::put(&*self.member, r.into_inner())
+        let c = Credentials::of(&r);
+        self.member
+            .put_as(r.into_inner(), Some(&c))
             .await
             .map(Response::new)
     }
 
     async fn delete_range(&self, r: Request<PbDeleteRequest>) -> Answer<PbDeleteResponse> {
-        Kv::delete_range(&*self.member, r.into_inner())
+        let c = Credentials::of(&r);
+        self.member
+            .delete_range_as(r.into_inner(), Some(&c))
             .await
             .map(Response::new)
     }
 
     async fn txn(&self, r: Request<PbTxnRequest>) -> Answer<PbTxnResponse> {
-        Kv::txn(&*self.member, r.into_inner())
+        let c = Credentials::of(&r);
+        self.member
+            .txn_as(r.into_inner(), Some(&c))
             .await
             .map(Response::new)
     }
 
     async fn compact(&self, r: Request<PbCompactionRequest>) -> Answer<PbCompactionResponse> {
-        Kv::compact(&*self.member, r.into_inner())
+        let c = Credentials::of(&r);
+        self.member
+            .compact_as(r.into_inner(), Some(&c))
             .await
             .map(Response::new)
     }
@@ -69,7 +81,9 @@ impl PbKvService for Services {
 #[tonic::async_trait]
 impl PbLeaseService for Services {
     async fn lease_grant(&self, r: Request<PbLeaseGrantRequest>) -> Answer<PbLeaseGrantResponse> {
-        Kv::lease_grant(&*self.member, r.into_inner())
+        let c = Credentials::of(&r);
+        self.member
+            .lease_grant_as(r.into_inner(), Some(&c))
             .await
             .map(Response::new)
     }
@@ -78,7 +92,9 @@ impl PbLeaseService for Services {
         &self,
         r: Request<PbLeaseRevokeRequest>,
     ) -> Answer<PbLeaseRevokeResponse> {
-        Kv::lease_revoke(&*self.member, r.into_inner())
+        let c = Credentials::of(&r);
+        self.member
+            .lease_revoke_as(r.into_inner(), Some(&c))
             .await
             .map(Response::new)
     }
@@ -131,6 +147,11 @@ impl PbLeaseService for Services {
 }
 
 impl Services {
+    /// Maintenance and membership calls that etcd keeps to root users once auth is enabled.
+    fn admin<T>(&self, r: &Request<T>) -> Result<(), Status> {
+        self.member.authorize_admin(&Credentials::of(r)).map(|_| ())
+    }
+
     fn me(&self) -> PbMember {
         let s = &self.member.settings;
         PbMember {
@@ -151,25 +172,29 @@ fn single_member_only() -> Status {
 
 #[tonic::async_trait]
 impl PbClusterService for Services {
-    async fn member_add(&self, _: Request<PbMemberAddRequest>) -> Answer<PbMemberAddResponse> {
+    async fn member_add(&self, r: Request<PbMemberAddRequest>) -> Answer<PbMemberAddResponse> {
+        self.admin(&r)?;
         Err(single_member_only())
     }
     async fn member_remove(
         &self,
-        _: Request<PbMemberRemoveRequest>,
+        r: Request<PbMemberRemoveRequest>,
     ) -> Answer<PbMemberRemoveResponse> {
+        self.admin(&r)?;
         Err(single_member_only())
     }
     async fn member_update(
         &self,
-        _: Request<PbMemberUpdateRequest>,
+        r: Request<PbMemberUpdateRequest>,
     ) -> Answer<PbMemberUpdateResponse> {
+        self.admin(&r)?;
         Err(single_member_only())
     }
     async fn member_promote(
         &self,
-        _: Request<PbMemberPromoteRequest>,
+        r: Request<PbMemberPromoteRequest>,
     ) -> Answer<PbMemberPromoteResponse> {
+        self.admin(&r)?;
         Err(single_member_only())
     }
     async fn member_list(&self, _: Request<PbMemberListRequest>) -> Answer<PbMemberListResponse> {
@@ -184,6 +209,7 @@ impl PbClusterService for Services {
 #[tonic::async_trait]
 impl PbMaintenanceService for Services {
     async fn alarm(&self, r: Request<PbAlarmRequest>) -> Answer<PbAlarmResponse> {
+        self.member.caller(&Credentials::of(&r))?;
         self.member.alarm(r.into_inner()).await.map(Response::new)
     }
 
@@ -214,7 +240,8 @@ impl PbMaintenanceService for Services {
         }))
     }
 
-    async fn defragment(&self, _: Request<PbDefragmentRequest>) -> Answer<PbDefragmentResponse> {
+    async fn defragment(&self, r: Request<PbDefragmentRequest>) -> Answer<PbDefragmentResponse> {
+        self.admin(&r)?;
         let m = self.member.clone();
         let started = std::time::Instant::now();
         tokio::task::spawn_blocking(move || m.store.defragment())
@@ -227,7 +254,8 @@ impl PbMaintenanceService for Services {
         }))
     }
 
-    async fn hash(&self, _: Request<PbHashRequest>) -> Answer<PbHashResponse> {
+    async fn hash(&self, r: Request<PbHashRequest>) -> Answer<PbHashResponse> {
+        self.admin(&r)?;
         let m = &self.member;
         let hash = m.store.hash()?;
         Ok(Response::new(PbHashResponse {
@@ -237,6 +265,7 @@ impl PbMaintenanceService for Services {
     }
 
     async fn hash_kv(&self, r: Request<PbHashKvRequest>) -> Answer<PbHashKvResponse> {
+        self.admin(&r)?;
         let m = &self.member;
         let (hash, hash_revision, compact_revision) = m.store.hash_kv(r.into_inner().revision)?;
         Ok(Response::new(PbHashKvResponse {
@@ -254,7 +283,8 @@ impl PbMaintenanceService for Services {
 
     type SnapshotStream = ReceiverStream<Result<PbSnapshotResponse, Status>>;
 
-    async fn snapshot(&self, _: Request<PbSnapshotRequest>) -> Answer<Self::SnapshotStream> {
+    async fn snapshot(&self, r: Request<PbSnapshotRequest>) -> Answer<Self::SnapshotStream> {
+        self.admin(&r)?;
         let m = self.member.clone();
         let dir = m
             .store

@@ -13,6 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::Credentials;
 use crate::kv::{WatchSpec, WatchStream};
 use crate::member::Member;
 
@@ -129,12 +130,23 @@ impl PbWatchService for WatchService {
         req: Request<Streaming<PbWatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let (out, rx) = mpsc::channel(256);
-        tokio::spawn(serve_stream(self.member.clone(), req.into_inner(), out));
+        let creds = Credentials::of(&req);
+        tokio::spawn(serve_stream(
+            self.member.clone(),
+            creds,
+            req.into_inner(),
+            out,
+        ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 
-async fn serve_stream(m: Arc<Member>, mut input: Streaming<PbWatchRequest>, out: Out) {
+async fn serve_stream(
+    m: Arc<Member>,
+    creds: Credentials,
+    mut input: Streaming<PbWatchRequest>,
+    out: Out,
+) {
     let hdr = Hdr::of(&m);
     let mut watches: HashMap<i64, JoinHandle<()>> = HashMap::new();
     let mut next_id = 0i64;
@@ -143,6 +155,24 @@ async fn serve_stream(m: Arc<Member>, mut input: Streaming<PbWatchRequest>, out:
         let resp = match req.request_union {
             Some(PbWatchRequestUnion::CreateRequest(c)) => {
                 let (key, range_end) = normalize(c.key, c.range_end);
+                // As etcd: a watch the caller may not read is answered created and cancelled.
+                let allowed = m.authorize(&creds, |a, who| {
+                    a.check(who, &key, &range_end, mvcc::Access::Read)
+                });
+                if let Err(e) = allowed {
+                    let resp = PbWatchResponse {
+                        header: hdr.at(m.store.revision()),
+                        watch_id: -1,
+                        created: true,
+                        canceled: true,
+                        cancel_reason: errors::go_error_text(&e),
+                        ..Default::default()
+                    };
+                    if out.send(Ok(resp)).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
                 let filter = Filter {
                     key,
                     range_end,
