@@ -218,6 +218,20 @@ impl Member {
     }
 }
 
+/// etcd's maintenance service answers auth failures with the auth store's own error, unmapped:
+/// code Unknown and the `auth:` text.
+pub fn maintenance_error(s: Status) -> Status {
+    let text = match s.message() {
+        "etcdserver: permission denied" => "auth: permission denied",
+        "etcdserver: user name is empty" => "auth: user name is empty",
+        "etcdserver: user name not found" => "auth: user not found",
+        "etcdserver: invalid auth token" => "auth: invalid auth token",
+        "etcdserver: revision of auth store is old" => "auth: revision in header is old",
+        _ => return s,
+    };
+    Status::unknown(text)
+}
+
 pub fn check_range(a: &AuthState, who: Option<&Caller>, r: &PbRangeRequest) -> Result<(), Status> {
     a.check(who, &r.key, &r.range_end, Access::Read)
 }

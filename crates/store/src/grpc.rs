@@ -147,9 +147,14 @@ impl PbLeaseService for Services {
 }
 
 impl Services {
-    /// Maintenance and membership calls that etcd keeps to root users once auth is enabled.
+    /// Membership changes, which etcd keeps to root users once auth is enabled.
     fn admin<T>(&self, r: &Request<T>) -> Result<(), Status> {
         self.member.authorize_admin(&Credentials::of(r)).map(|_| ())
+    }
+
+    /// Maintenance calls kept to root users; their refusals are the auth store's raw errors.
+    fn maintenance_admin<T>(&self, r: &Request<T>) -> Result<(), Status> {
+        self.admin(r).map_err(crate::auth::maintenance_error)
     }
 
     fn me(&self) -> PbMember {
@@ -241,7 +246,7 @@ impl PbMaintenanceService for Services {
     }
 
     async fn defragment(&self, r: Request<PbDefragmentRequest>) -> Answer<PbDefragmentResponse> {
-        self.admin(&r)?;
+        self.maintenance_admin(&r)?;
         let m = self.member.clone();
         let started = std::time::Instant::now();
         tokio::task::spawn_blocking(move || m.store.defragment())
@@ -255,7 +260,7 @@ impl PbMaintenanceService for Services {
     }
 
     async fn hash(&self, r: Request<PbHashRequest>) -> Answer<PbHashResponse> {
-        self.admin(&r)?;
+        self.maintenance_admin(&r)?;
         let m = &self.member;
         let hash = m.store.hash()?;
         Ok(Response::new(PbHashResponse {
@@ -265,7 +270,7 @@ impl PbMaintenanceService for Services {
     }
 
     async fn hash_kv(&self, r: Request<PbHashKvRequest>) -> Answer<PbHashKvResponse> {
-        self.admin(&r)?;
+        self.maintenance_admin(&r)?;
         let m = &self.member;
         let (hash, hash_revision, compact_revision) = m.store.hash_kv(r.into_inner().revision)?;
         Ok(Response::new(PbHashKvResponse {
@@ -284,7 +289,7 @@ impl PbMaintenanceService for Services {
     type SnapshotStream = ReceiverStream<Result<PbSnapshotResponse, Status>>;
 
     async fn snapshot(&self, r: Request<PbSnapshotRequest>) -> Answer<Self::SnapshotStream> {
-        self.admin(&r)?;
+        self.maintenance_admin(&r)?;
         let m = self.member.clone();
         let dir = m
             .store
