@@ -89,8 +89,9 @@ async fn state_survives_restart() {
     assert_eq!(r.kvs()[0].value_str().unwrap(), "v4");
     assert_eq!(r.kvs()[0].version(), 5);
     assert_eq!(r.header().unwrap().revision(), rev);
+    // `rev` is the put of "leased"; the compaction point (rev - 2) is still readable.
     let old = c
-        .get("hist", Some(GetOptions::new().with_revision(rev - 1)))
+        .get("hist", Some(GetOptions::new().with_revision(rev - 2)))
         .await
         .unwrap();
     assert_eq!(old.kvs()[0].value_str().unwrap(), "v3");
