@@ -145,7 +145,12 @@ fn client_cert_auth_with_etcdctl() {
         "{}",
         String::from_utf8_lossy(&denied.stderr)
     );
-    let as_root = etcdctl(d, &url, true, &["--user", "root:secret", "put", "secure", "no"]);
+    let as_root = etcdctl(
+        d,
+        &url,
+        true,
+        &["--user", "root:secret", "put", "secure", "no"],
+    );
     assert!(
         as_root.status.success(),
         "{}",

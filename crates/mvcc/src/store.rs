@@ -113,7 +113,7 @@ pub(crate) fn range_at(
         };
         // Stable in both directions: ties keep key order, as etcd.
         if order == sort_order::DESCEND {
-            kvs.sort_by(|a, b| key(b).cmp(&key(a)));
+            kvs.sort_by_key(|kv| std::cmp::Reverse(key(kv)));
         } else {
             kvs.sort_by_key(key);
         }

@@ -1,6 +1,7 @@
 //! The Watch service: one bidirectional stream carrying many watches, each a subscription to the
 //! store's watch hub forwarded by its own task (so one slow watch never holds up another or a writer).
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -193,38 +194,39 @@ async fn serve_stream(
                     next_id - 1
                 };
                 let header = hdr.at(m.store.revision());
-                if watches.contains_key(&id) {
-                    PbWatchResponse {
+                match watches.entry(id) {
+                    Entry::Occupied(_) => PbWatchResponse {
                         header,
                         watch_id: id,
                         created: true,
                         canceled: true,
                         cancel_reason: errors::DUPLICATE_WATCH_ID.into(),
                         ..Default::default()
+                    },
+                    Entry::Vacant(slot) => {
+                        // Registered before `created` is sent, so no write after it can be missed.
+                        let sub = m.store.watch(filter, c.start_revision);
+                        let created = PbWatchResponse {
+                            header,
+                            watch_id: id,
+                            created: true,
+                            ..Default::default()
+                        };
+                        if out.send(Ok(created)).await.is_err() {
+                            break;
+                        }
+                        let task = forward(
+                            m.store.clone(),
+                            hdr,
+                            id,
+                            w,
+                            sub,
+                            out.clone(),
+                            m.settings.progress_interval,
+                        );
+                        slot.insert(tokio::spawn(task));
+                        continue;
                     }
-                } else {
-                    // Registered before `created` is sent, so no write after it can be missed.
-                    let sub = m.store.watch(filter, c.start_revision);
-                    let created = PbWatchResponse {
-                        header,
-                        watch_id: id,
-                        created: true,
-                        ..Default::default()
-                    };
-                    if out.send(Ok(created)).await.is_err() {
-                        break;
-                    }
-                    let task = forward(
-                        m.store.clone(),
-                        hdr,
-                        id,
-                        w,
-                        sub,
-                        out.clone(),
-                        m.settings.progress_interval,
-                    );
-                    watches.insert(id, tokio::spawn(task));
-                    continue;
                 }
             }
             Some(PbWatchRequestUnion::CancelRequest(c)) => match watches.remove(&c.watch_id) {
