@@ -282,14 +282,6 @@ fn txn_leases(t: &PbTxnRequest, out: &mut Vec<i64>) {
     }
 }
 
-/// Whether a transaction only reads (etcd checks those without going through the log).
-pub fn txn_is_read_only(t: &PbTxnRequest) -> bool {
-    t.success
-        .iter()
-        .chain(&t.failure)
-        .all(|op| matches!(op.request, Some(PbTxnOpRequest::RequestRange(_))))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
