@@ -54,7 +54,7 @@ where
 async fn auth_op(
     ch: &Channel,
     path: &'static str,
-    req: impl prost::Message + Send + Sync + 'static,
+    req: impl prost::Message + 'static,
     token: Option<&str>,
 ) {
     // Every auth change answers a message with only a header; any such message decodes it.
