@@ -4,8 +4,8 @@
 //! `--client-cert-auth`), and whether that user may do what the request asks (the checks of
 //! etcd's `authApplierV3`, over `mvcc::AuthState`).
 //!
-//! A check answers the auth store's epoch it was made at; the apply thread refuses a write whose
-//! epoch is no longer current (etcd's "revision of auth store is old"), so that a permission
+//! A check answers the auth store's epoch it was made at (or `AUTH_OFF`); the apply thread refuses
+//! a write whose epoch is no longer current (etcd's "revision of auth store is old"), so that a permission
 //! revoked meanwhile is never bypassed.
 
 use std::collections::HashMap;
@@ -18,6 +18,10 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Status};
 
 use crate::member::Member;
+
+/// The epoch of a request authorized while auth was off: it stays valid as long as auth is off
+/// (changes to users and roles then do not concern it).
+pub const AUTH_OFF: u64 = u64::MAX;
 
 /// The metadata keys etcd reads a token from (gRPC clients, then the gRPC gateway).
 const TOKEN_KEYS: [&str; 2] = ["token", "authorization"];
@@ -150,7 +154,11 @@ impl Member {
         let who = self.caller(creds)?;
         let auth = self.store.auth();
         check(&auth, who.as_ref())?;
-        Ok(auth.epoch())
+        Ok(if auth.enabled() {
+            auth.epoch()
+        } else {
+            AUTH_OFF
+        })
     }
 
     /// Only a root user may (any caller while auth is off); answers the epoch.

@@ -59,7 +59,8 @@ impl Default for Settings {
 }
 
 /// An operation, the auth epoch it was authorized at (0: not subject to auth, as the in-process
-/// `Kv` and the member's own loops), and where to answer.
+/// `Kv` and the member's own loops; `auth::AUTH_OFF`: authorized because auth was off), and where
+/// to answer.
 type Job = (Op, u64, oneshot::Sender<Result<OpResult, Status>>);
 
 pub struct Member {
@@ -124,8 +125,8 @@ impl Member {
         self.submit_at(op, 0).await
     }
 
-    /// Sends an operation authorized at auth epoch `epoch` (0: not subject to auth); it is
-    /// refused if the auth store changed since.
+    /// Sends an operation authorized at auth epoch `epoch` (see `Job`); it is refused if the
+    /// auth store changed since (for `AUTH_OFF`: if auth was enabled since).
     pub async fn submit_at(&self, op: Op, epoch: u64) -> Result<OpResult, Status> {
         let (tx, rx) = oneshot::channel();
         self.tx
@@ -237,11 +238,19 @@ fn spawn_apply_thread(store: Arc<Store>, mut rx: mpsc::Receiver<Job>, applied: A
                         Err(_) => break,
                     }
                 }
-                let epoch = store.auth().epoch();
+                let (epoch, enabled) = {
+                    let a = store.auth();
+                    (a.epoch(), a.enabled())
+                };
                 let mut ops = Vec::with_capacity(jobs.len());
                 let mut replies = Vec::with_capacity(jobs.len());
                 for (op, at, reply) in jobs {
-                    if at != 0 && at != epoch {
+                    let stale = match at {
+                        0 => false,
+                        crate::auth::AUTH_OFF => enabled,
+                        at => at != epoch,
+                    };
+                    if stale {
                         let _ = reply.send(Err(errors::auth_old_revision()));
                     } else {
                         ops.push(op);

@@ -279,6 +279,13 @@ async fn tokens_permissions_and_stale_epochs() {
         )
     );
 
+    // A write authorized while auth was off is refused once it is on.
+    let e = member
+        .submit_at(Op::Put(put("a/2")), store::auth::AUTH_OFF)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+
     // Disabling drops every token.
     auth_op(
         &ch,
@@ -292,6 +299,16 @@ async fn tokens_permissions_and_stale_epochs() {
         .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
     call::<_, PbRangeResponse>(&ch, RANGE, range("b"), None)
+        .await
+        .unwrap();
+
+    // With auth off, a change to users or roles does not refuse writes authorized before it.
+    member
+        .submit(Op::Auth(AuthOp::RoleAdd("third".into())))
+        .await
+        .unwrap();
+    member
+        .submit_at(Op::Put(put("b")), store::auth::AUTH_OFF)
         .await
         .unwrap();
 }
