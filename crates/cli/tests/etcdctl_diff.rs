@@ -317,6 +317,13 @@ async fn extras_scenario_matches_etcd() {
     differential("extras.sh").await;
 }
 
+/// Auth: users, roles, a prefix reader, enabling auth, what each user may do, bad passwords and
+/// tokens, admin-only calls, disabling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_scenario_matches_etcd() {
+    differential("auth.sh").await;
+}
+
 /// The masking itself: ids, urls and sizes go, revisions stay.
 #[test]
 fn masking_keeps_revisions() {

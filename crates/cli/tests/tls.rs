@@ -118,6 +118,44 @@ fn client_cert_auth_with_etcdctl() {
         "{}",
         String::from_utf8_lossy(&health.stderr)
     );
+
+    // With auth enabled, the certificate's common name ("client") is the user, as in etcd;
+    // a token (--user) takes precedence over it.
+    for args in [
+        &["user", "add", "root:secret"][..],
+        &["user", "grant-role", "root", "root"],
+        &["user", "add", "client", "--no-password"],
+        &["role", "add", "reader"],
+        &["role", "grant-permission", "reader", "read", "secure"],
+        &["user", "grant-role", "client", "reader"],
+        &["auth", "enable"],
+    ] {
+        let out = etcdctl(d, &url, true, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let get = etcdctl(d, &url, true, &["get", "secure", "--print-value-only"]);
+    assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "yes");
+    let denied = etcdctl(d, &url, true, &["put", "secure", "no"]);
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("etcdserver: permission denied"),
+        "{}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
+    let as_root = etcdctl(
+        d,
+        &url,
+        true,
+        &["--user", "root:secret", "put", "secure", "no"],
+    );
+    assert!(
+        as_root.status.success(),
+        "{}",
+        String::from_utf8_lossy(&as_root.stderr)
+    );
     child.kill().unwrap();
     let _ = child.wait();
 }

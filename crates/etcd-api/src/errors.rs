@@ -32,7 +32,50 @@ etcd_errors! {
     timeout => Unavailable, "etcdserver: request timed out";
     leader_changed => Unavailable, "etcdserver: leader changed";
     auth_not_enabled => FailedPrecondition, "etcdserver: authentication is not enabled";
-    unimplemented_auth => Unimplemented, "etcdserver: authentication is not supported by kybern yet";
+    root_user_not_exist => FailedPrecondition, "etcdserver: root user does not exist";
+    root_role_not_exist => FailedPrecondition, "etcdserver: root user does not have root role";
+    user_already_exist => FailedPrecondition, "etcdserver: user name already exists";
+    user_empty => InvalidArgument, "etcdserver: user name is empty";
+    user_not_found => FailedPrecondition, "etcdserver: user name not found";
+    role_already_exist => FailedPrecondition, "etcdserver: role name already exists";
+    role_not_found => FailedPrecondition, "etcdserver: role name not found";
+    role_empty => InvalidArgument, "etcdserver: role name is empty";
+    auth_failed => InvalidArgument, "etcdserver: authentication failed, invalid user ID or password";
+    permission_denied => PermissionDenied, "etcdserver: permission denied";
+    role_not_granted => FailedPrecondition, "etcdserver: role is not granted to the user";
+    permission_not_granted => FailedPrecondition, "etcdserver: permission is not granted to the role";
+    invalid_auth_token => Unauthenticated, "etcdserver: invalid auth token";
+    invalid_auth_mgmt => InvalidArgument, "etcdserver: invalid auth management";
+    auth_old_revision => InvalidArgument, "etcdserver: revision of auth store is old";
+    // etcd 3.5's answer to a RoleGrantPermission without a permission (3.4 crashes on it).
+    permission_not_given => InvalidArgument, "etcdserver: permission not given";
+    // etcd 3.4 has no gRPC mapping for this one and answers it as Unknown with its own text.
+    no_password_user => Unknown, "auth: authentication failed, password was given for no password user";
+}
+
+/// The text Go's gRPC gives a status error (`status.Error(..).Error()`), as etcd puts it in a
+/// watch's cancel reason.
+pub fn go_error_text(s: &Status) -> String {
+    let code = match s.code() {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    };
+    format!("rpc error: code = {code} desc = {}", s.message())
 }
 
 /// Text of the watch cancel reason when a client reuses a watch id on one stream.

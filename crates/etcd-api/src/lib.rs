@@ -4,6 +4,7 @@
 
 pub use etcd_client::proto::*;
 
+pub mod auth_msgs;
 pub mod errors;
 pub mod watch_msgs;
 

@@ -10,7 +10,8 @@ use etcd_api::*;
 use redb::Table;
 use tonic::Status;
 
-use crate::backend::{encode_value, meta, KV, LEASES, META};
+use crate::auth::AuthOp;
+use crate::backend::{encode_value, meta, AUTH_ROLES, AUTH_USERS, KV, LEASES, META};
 use crate::index::Index;
 use crate::lease::Lessor;
 use crate::rev::Rev;
@@ -25,9 +26,14 @@ pub enum Op {
     Delete(PbDeleteRequest),
     Txn(PbTxnRequest),
     Compact(i64),
-    LeaseGrant { id: i64, ttl: i64 },
+    LeaseGrant {
+        id: i64,
+        ttl: i64,
+    },
     LeaseRevoke(i64),
     Alarm(PbAlarmRequest),
+    /// A change to users, roles or the auth switch; it does not move the KV revision.
+    Auth(AuthOp),
 }
 
 #[derive(Debug, Clone)]
@@ -39,6 +45,8 @@ pub enum OpResult {
     LeaseGrant(PbLeaseGrantResponse),
     LeaseRevoke(PbLeaseRevokeResponse),
     Alarm(PbAlarmResponse),
+    /// The auth change was applied (or was a no-op, as etcd's); the header carries the revision.
+    Auth(Option<PbResponseHeader>),
 }
 
 type KvTable<'t> = Table<'t, &'static [u8], &'static [u8]>;
@@ -359,6 +367,20 @@ impl Store {
                             header: header(cur),
                             alarms: r,
                         }))
+                    }
+                    Op::Auth(a) => {
+                        let mut auth = self.auth.write();
+                        match auth.apply(&a) {
+                            Ok(ch) => {
+                                if !ch.is_empty() {
+                                    let mut users = wtx.open_table(AUTH_USERS)?;
+                                    let mut roles = wtx.open_table(AUTH_ROLES)?;
+                                    auth.persist(&ch, &mut users, &mut roles, &mut metat)?;
+                                }
+                                Ok(OpResult::Auth(header(cur)))
+                            }
+                            Err(e) => Err(e),
+                        }
                     }
                 };
                 let ok = res.is_ok();

@@ -15,6 +15,10 @@ use crate::Error;
 pub const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 /// lease id -> granted TTL in seconds
 pub const LEASES: TableDefinition<i64, i64> = TableDefinition::new("lease");
+/// user name -> encoded `authpb.User` (etcd's `authUsers` bucket)
+pub const AUTH_USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("auth_users");
+/// role name -> encoded `authpb.Role` (etcd's `authRoles` bucket)
+pub const AUTH_ROLES: TableDefinition<&str, &[u8]> = TableDefinition::new("auth_roles");
 /// name -> value (see the `meta` constants)
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -29,6 +33,10 @@ pub mod meta {
     pub const MEMBER_NAME: &str = "member_name";
     pub const TERM: &str = "raft_term";
     pub const INDEX: &str = "raft_index";
+    /// 1 when auth is enabled
+    pub const AUTH_ENABLED: &str = "auth_enabled";
+    /// the auth store's revision (u64), 1 in a new store as etcd's
+    pub const AUTH_REVISION: &str = "auth_revision";
 }
 
 pub fn db_path(data_dir: &Path) -> PathBuf {
@@ -83,8 +91,11 @@ fn init_meta(db: &Database) -> Result<(), Error> {
         m.insert(meta::CLUSTER_ID, &rand::random::<u64>().to_be_bytes()[..])?;
         m.insert(meta::MEMBER_ID, &rand::random::<u64>().to_be_bytes()[..])?;
         m.insert(meta::TERM, &2u64.to_be_bytes()[..])?;
+        m.insert(meta::AUTH_REVISION, &1u64.to_be_bytes()[..])?;
         tx.open_table(KV)?;
         tx.open_table(LEASES)?;
+        tx.open_table(AUTH_USERS)?;
+        tx.open_table(AUTH_ROLES)?;
     }
     tx.commit()?;
     Ok(())

@@ -18,7 +18,7 @@ use std::path::Path;
 use etcd_api::PbKeyValue;
 use prost::Message;
 
-use crate::backend::{self, encode_value, meta, KV, LEASES, META};
+use crate::backend::{self, encode_value, meta, AUTH_ROLES, AUTH_USERS, KV, LEASES, META};
 use crate::bbolt::{Bolt, BoltError, Bucket, Entry};
 use crate::index::Index;
 use crate::lease::MAX_LEASE_TTL;
@@ -119,9 +119,19 @@ fn decode_kv(rev: Rev, tomb: bool, v: &[u8]) -> Result<PbKeyValue, Error> {
 }
 
 /// The etcd backend in a bbolt file, checked.
+/// Users, roles and the auth switch, in etcd's encoding (kybern keeps the same records).
+#[derive(Default)]
+struct AuthRecords {
+    enabled: bool,
+    revision: u64,
+    users: Vec<(String, Vec<u8>)>,
+    roles: Vec<(String, Vec<u8>)>,
+}
+
 struct Backend<'a> {
     bolt: &'a Bolt<'a>,
     keys: Bucket<'a>,
+    auth: AuthRecords,
     leases: Vec<(i64, i64)>,
     finished_compact: i64,
     scheduled_compact: i64,
@@ -156,15 +166,29 @@ impl<'a> Backend<'a> {
             })?;
         }
         let mut notes = Vec::new();
+        let mut auth = AuthRecords::default();
         if let Some(ab) = bolt.bucket(root, b"auth")? {
             if let Some(Entry::Value(v)) = bolt.get(ab, b"authEnabled")? {
-                if v == [1] {
-                    notes.push(
-                        "etcd authentication was enabled; kybern serves no auth, so users and \
-                         roles were not imported"
-                            .to_string(),
-                    );
-                }
+                auth.enabled = v == [1];
+            }
+            if let Some(Entry::Value(v)) = bolt.get(ab, b"authRevision")? {
+                auth.revision = v.try_into().map(u64::from_be_bytes).unwrap_or(1);
+            }
+        }
+        for (bucket, rows) in [
+            (&b"authUsers"[..], &mut auth.users),
+            (&b"authRoles"[..], &mut auth.roles),
+        ] {
+            if let Some(b) = bolt.bucket(root, bucket)? {
+                bolt.for_each(b, |k, e| -> Result<(), Error> {
+                    let Entry::Value(v) = e else {
+                        return damaged("auth bucket: nested bucket");
+                    };
+                    let name = String::from_utf8(k.to_vec())
+                        .map_err(|_| Error::Damaged(format!("auth: name {k:02x?} is not UTF-8")))?;
+                    rows.push((name, v.to_vec()));
+                    Ok(())
+                })?;
             }
         }
         let mut alarms = 0;
@@ -182,6 +206,7 @@ impl<'a> Backend<'a> {
         Ok(Backend {
             bolt,
             keys,
+            auth,
             leases,
             finished_compact,
             scheduled_compact,
@@ -291,6 +316,19 @@ pub fn import(db: &[u8], data_dir: &Path, name: &str) -> Result<Imported, Error>
             )?;
         }
         m.insert(meta::MEMBER_NAME, name.as_bytes())?;
+        m.insert(meta::AUTH_ENABLED, &[be.auth.enabled as u8][..])?;
+        m.insert(
+            meta::AUTH_REVISION,
+            &be.auth.revision.max(1).to_be_bytes()[..],
+        )?;
+        let mut users = tx.open_table(AUTH_USERS)?;
+        for (n, u) in &be.auth.users {
+            users.insert(n.as_str(), u.as_slice())?;
+        }
+        let mut roles = tx.open_table(AUTH_ROLES)?;
+        for (n, r) in &be.auth.roles {
+            roles.insert(n.as_str(), r.as_slice())?;
+        }
     }
     tx.commit()?;
     Ok(plan.imported)

@@ -69,6 +69,7 @@ impl Store {
         *self.index.write() = st.index;
         *self.lessor.lock() = st.lessor;
         *self.alarms.lock() = st.alarms;
+        *self.auth.write() = st.auth;
         self.compact_rev.store(st.compact_rev, Ordering::Release);
         self.rev.store(st.rev, Ordering::Release);
         self.hub.desync_all(st.rev);

@@ -1,6 +1,7 @@
 //! etcd-style multi-version key-value store on redb.
 
 pub mod apply;
+pub mod auth;
 pub mod backend;
 pub mod bbolt;
 pub mod bolt_writer;
@@ -16,6 +17,7 @@ pub mod txn;
 pub mod watch;
 
 pub use apply::{Op, OpResult};
+pub use auth::{Access, AuthOp, AuthState, Caller};
 pub use error::Error;
 pub use store::Store;
 pub use watch::{Filter, Subscription, WatchMsg};

@@ -8,7 +8,7 @@ use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable};
 use sha2::{Digest, Sha256};
 
-use crate::backend::{self, meta, KV, LEASES, META};
+use crate::backend::{self, meta, AUTH_ROLES, AUTH_USERS, KV, LEASES, META};
 use crate::etcd_import::{self, Imported};
 use crate::{bbolt, bolt_writer, Error, Store};
 
@@ -71,6 +71,35 @@ impl Store {
             metas.push((b"scheduledCompactRev".to_vec(), at));
         }
         metas.sort();
+        // Users and roles in etcd's buckets and encoding (a store older than auth has none).
+        let mut auth_tables = Vec::new();
+        for def in [AUTH_USERS, AUTH_ROLES] {
+            let mut rows = Vec::new();
+            match rtx.open_table(def) {
+                Ok(t) => {
+                    for row in t.iter()? {
+                        let (k, v) = row?;
+                        rows.push((k.value().as_bytes().to_vec(), v.value().to_vec()));
+                    }
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            auth_tables.push(rows);
+        }
+        let auth_enabled = m.get(meta::AUTH_ENABLED)?.is_some_and(|v| v.value() == [1]);
+        let auth = vec![
+            (b"authEnabled".to_vec(), vec![auth_enabled as u8]),
+            (
+                b"authRevision".to_vec(),
+                backend::get_u64(&m, meta::AUTH_REVISION)?
+                    .max(1)
+                    .to_be_bytes()
+                    .to_vec(),
+            ),
+        ];
+        let roles = auth_tables.pop().unwrap_or_default();
+        let users = auth_tables.pop().unwrap_or_default();
         let bucket = |name: &str, items| bolt_writer::Bucket {
             name: name.as_bytes().to_vec(),
             items,
@@ -80,9 +109,9 @@ impl Store {
             bucket("lease", leases),
             bucket("meta", metas),
             bucket("alarm", vec![]),
-            bucket("auth", vec![]),
-            bucket("authRoles", vec![]),
-            bucket("authUsers", vec![]),
+            bucket("auth", auth),
+            bucket("authRoles", roles),
+            bucket("authUsers", users),
             bucket("cluster", vec![]),
             bucket("members", vec![]),
             bucket("members_removed", vec![]),

@@ -8,10 +8,11 @@ use std::time::Instant;
 
 use etcd_api::enums::{sort_order, sort_target};
 use etcd_api::*;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use redb::{Database, ReadableDatabase, ReadableTable};
 use tonic::Status;
 
+use crate::auth::AuthState;
 use crate::backend::{self, decode_value, meta, KV, LEASES, META};
 use crate::index::Index;
 use crate::lease::Lessor;
@@ -28,6 +29,9 @@ pub struct Store {
     pub(crate) compact_rev: AtomicI64,
     pub(crate) lessor: Mutex<Lessor>,
     pub(crate) alarms: Mutex<Vec<(u64, i32)>>,
+    /// Users, roles, permissions. Taken last: apply takes it while holding `index` and `lessor`,
+    /// so never take those while holding it.
+    pub(crate) auth: RwLock<AuthState>,
     pub(crate) write_lock: Mutex<()>,
     pub hub: WatchHub,
     pub cluster_id: u64,
@@ -37,6 +41,7 @@ pub struct Store {
 
 /// What the store keeps in memory, as read from the backend.
 pub(crate) struct Loaded {
+    pub auth: AuthState,
     pub index: Index,
     pub lessor: Lessor,
     pub rev: i64,
@@ -61,6 +66,7 @@ impl Loaded {
             Some(v) => decode_alarms(v.value()),
             None => Vec::new(),
         };
+        let auth = AuthState::load(&tx, &m)?;
         for row in tx.open_table(LEASES)?.iter()? {
             let (id, ttl) = row?;
             lessor.grant(id.value(), ttl.value());
@@ -82,6 +88,7 @@ impl Loaded {
                 .retain(|k| index.get(k).is_some_and(|h| h.live() && h.lease == *id));
         }
         Ok(Loaded {
+            auth,
             index,
             lessor,
             rev: rev.max(1),
@@ -204,6 +211,7 @@ impl Store {
             compact_rev: AtomicI64::new(st.compact_rev),
             lessor: Mutex::new(st.lessor),
             alarms: Mutex::new(st.alarms),
+            auth: RwLock::new(st.auth),
             write_lock: Mutex::new(()),
             hub: WatchHub::new(rev),
             cluster_id: st.cluster_id,
@@ -387,6 +395,21 @@ impl Store {
 
     pub fn expired_leases(&self) -> Vec<i64> {
         self.lessor.lock().expired(Instant::now())
+    }
+
+    /// The auth store, read-locked: hold it only for a check, never across an await.
+    pub fn auth(&self) -> RwLockReadGuard<'_, AuthState> {
+        self.auth.read()
+    }
+
+    /// Keys attached to a lease (none for an unknown lease).
+    pub fn lease_keys(&self, id: i64) -> Vec<Vec<u8>> {
+        self.lessor
+            .lock()
+            .leases
+            .get(&id)
+            .map(|l| l.keys.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub fn alarms(&self) -> Vec<(u64, i32)> {

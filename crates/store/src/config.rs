@@ -92,6 +92,15 @@ pub struct StoreArgs {
     /// Require client certificates signed by --trusted-ca-file.
     #[arg(long)]
     pub client_cert_auth: bool,
+    /// Auth token kind: `simple` (etcd's default; tokens kept in memory by the member).
+    #[arg(long, default_value = "simple")]
+    pub auth_token: String,
+    /// Seconds a simple auth token stays valid after its last use.
+    #[arg(long, default_value_t = 300)]
+    pub auth_token_ttl: u64,
+    /// bcrypt cost for hashing user passwords (4 to 31).
+    #[arg(long, default_value_t = 10)]
+    pub bcrypt_cost: u32,
     /// Path to a YAML configuration file (etcd.conf.yml keys); when given, flags are ignored.
     #[arg(long)]
     pub config_file: Option<PathBuf>,
@@ -125,6 +134,9 @@ struct FileConfig {
     max_request_bytes: Option<u64>,
     max_txn_ops: Option<usize>,
     enable_v2: Option<bool>,
+    auth_token: Option<String>,
+    auth_token_ttl: Option<u64>,
+    bcrypt_cost: Option<u32>,
     client_transport_security: Option<FileTls>,
 }
 
@@ -179,7 +191,10 @@ impl StoreArgs {
                 auto_compaction_mode,
                 max_request_bytes,
                 max_txn_ops,
-                enable_v2
+                enable_v2,
+                auth_token,
+                auth_token_ttl,
+                bcrypt_cost
             );
             if f.data_dir.is_some() {
                 self.data_dir = f.data_dir;
@@ -211,6 +226,21 @@ impl StoreArgs {
             return Err(ConfigError(
                 "--client-cert-auth needs --trusted-ca-file".into(),
             ));
+        }
+        if self.auth_token.split(',').next() != Some("simple") {
+            return Err(ConfigError(format!(
+                "--auth-token {:?}: kybern supports only simple tokens (--auth-token simple)",
+                self.auth_token
+            )));
+        }
+        if self.auth_token_ttl == 0 {
+            return Err(ConfigError("--auth-token-ttl must be positive".into()));
+        }
+        if !(4..=31).contains(&self.bcrypt_cost) {
+            return Err(ConfigError(format!(
+                "--bcrypt-cost {}: must be between 4 and 31",
+                self.bcrypt_cost
+            )));
         }
         if self.max_txn_ops == 0 {
             return Err(ConfigError("--max-txn-ops must be positive".into()));

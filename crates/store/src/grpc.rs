@@ -8,6 +8,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::Credentials;
 use crate::kv::Kv;
 use crate::member::Member;
 use crate::raft::membership::Change;
@@ -22,7 +23,9 @@ pub struct Services {
 #[tonic::async_trait]
 impl PbKvService for Services {
     async fn range(&self, r: Request<PbRangeRequest>) -> Answer<PbRangeResponse> {
-        Kv::range(&*self.member, r.into_inner())
+        let c = Credentials::of(&r);
+        self.member
+            .range_as(r.into_inner(), Some(&c))
             .await
             .map(Response::new)
     }
@@ -30,7 +33,8 @@ impl PbKvService for Services {
     type RangeStreamStream = ReceiverStream<Result<PbRangeStreamResponse, Status>>;
 
     async fn range_stream(&self, r: Request<PbRangeRequest>) -> Answer<Self::RangeStreamStream> {
-        let resp = Kv::range(&*self.member, r.into_inner()).await?;
+        let c = Credentials::of(&r);
+        let resp = self.member.range_as(r.into_inner(), Some(&c)).await?;
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
             let _ = tx
@@ -43,25 +47,33 @@ impl PbKvService for Services {
     }
 
     async fn put(&self, r: Request<PbPutRequest>) -> Answer<PbPutResponse> {
-        Kv::put(&*self.member, r.into_inner())
+        let c = Credentials::of(&r);
+        self.member
+            .put_as(r.into_inner(), Some(&c))
             .await
             .map(Response::new)
     }
 
     async fn delete_range(&self, r: Request<PbDeleteRequest>) -> Answer<PbDeleteResponse> {
-        Kv::delete_range(&*self.member, r.into_inner())
+        let c = Credentials::of(&r);
+        self.member
+            .delete_range_as(r.into_inner(), Some(&c))
             .await
             .map(Response::new)
     }
 
     async fn txn(&self, r: Request<PbTxnRequest>) -> Answer<PbTxnResponse> {
-        Kv::txn(&*self.member, r.into_inner())
+        let c = Credentials::of(&r);
+        self.member
+            .txn_as(r.into_inner(), Some(&c))
             .await
             .map(Response::new)
     }
 
     async fn compact(&self, r: Request<PbCompactionRequest>) -> Answer<PbCompactionResponse> {
-        Kv::compact(&*self.member, r.into_inner())
+        let c = Credentials::of(&r);
+        self.member
+            .compact_as(r.into_inner(), Some(&c))
             .await
             .map(Response::new)
     }
@@ -70,7 +82,9 @@ impl PbKvService for Services {
 #[tonic::async_trait]
 impl PbLeaseService for Services {
     async fn lease_grant(&self, r: Request<PbLeaseGrantRequest>) -> Answer<PbLeaseGrantResponse> {
-        Kv::lease_grant(&*self.member, r.into_inner())
+        let c = Credentials::of(&r);
+        self.member
+            .lease_grant_as(r.into_inner(), Some(&c))
             .await
             .map(Response::new)
     }
@@ -79,7 +93,9 @@ impl PbLeaseService for Services {
         &self,
         r: Request<PbLeaseRevokeRequest>,
     ) -> Answer<PbLeaseRevokeResponse> {
-        Kv::lease_revoke(&*self.member, r.into_inner())
+        let c = Credentials::of(&r);
+        self.member
+            .lease_revoke_as(r.into_inner(), Some(&c))
             .await
             .map(Response::new)
     }
@@ -132,6 +148,16 @@ impl PbLeaseService for Services {
 }
 
 impl Services {
+    /// Membership changes, which etcd keeps to root users once auth is enabled.
+    fn admin<T>(&self, r: &Request<T>) -> Result<(), Status> {
+        self.member.authorize_admin(&Credentials::of(r)).map(|_| ())
+    }
+
+    /// Maintenance calls kept to root users; their refusals are the auth store's raw errors.
+    fn maintenance_admin<T>(&self, r: &Request<T>) -> Result<(), Status> {
+        self.admin(r).map_err(crate::auth::maintenance_error)
+    }
+
     fn me(&self) -> PbMember {
         let s = &self.member.settings;
         PbMember {
@@ -154,6 +180,7 @@ fn single_member_only() -> Status {
 #[tonic::async_trait]
 impl PbClusterService for Services {
     async fn member_add(&self, r: Request<PbMemberAddRequest>) -> Answer<PbMemberAddResponse> {
+        self.admin(&r)?;
         let r = r.into_inner();
         let node = self.raft()?;
         for u in &r.peer_ur_ls {
@@ -190,6 +217,7 @@ impl PbClusterService for Services {
         &self,
         r: Request<PbMemberRemoveRequest>,
     ) -> Answer<PbMemberRemoveResponse> {
+        self.admin(&r)?;
         let id = r.into_inner().id;
         self.raft()?.change(Change::Remove(id)).await?;
         tracing::info!(member = %format!("{id:x}"), "removed a member");
@@ -213,6 +241,7 @@ impl PbClusterService for Services {
         &self,
         r: Request<PbMemberUpdateRequest>,
     ) -> Answer<PbMemberUpdateResponse> {
+        self.admin(&r)?;
         let r = r.into_inner();
         let urls = r.peer_ur_ls.clone();
         self.raft()?
@@ -234,6 +263,7 @@ impl PbClusterService for Services {
         &self,
         r: Request<PbMemberPromoteRequest>,
     ) -> Answer<PbMemberPromoteResponse> {
+        self.admin(&r)?;
         let id = r.into_inner().id;
         self.raft()?.change(Change::Promote(id)).await?;
         let members = self
@@ -293,6 +323,7 @@ impl Services {
 #[tonic::async_trait]
 impl PbMaintenanceService for Services {
     async fn alarm(&self, r: Request<PbAlarmRequest>) -> Answer<PbAlarmResponse> {
+        self.member.caller(&Credentials::of(&r))?;
         self.member.alarm(r.into_inner()).await.map(Response::new)
     }
 
@@ -327,7 +358,8 @@ impl PbMaintenanceService for Services {
         }))
     }
 
-    async fn defragment(&self, _: Request<PbDefragmentRequest>) -> Answer<PbDefragmentResponse> {
+    async fn defragment(&self, r: Request<PbDefragmentRequest>) -> Answer<PbDefragmentResponse> {
+        self.maintenance_admin(&r)?;
         let m = self.member.clone();
         let started = std::time::Instant::now();
         tokio::task::spawn_blocking(move || m.store.defragment())
@@ -340,7 +372,8 @@ impl PbMaintenanceService for Services {
         }))
     }
 
-    async fn hash(&self, _: Request<PbHashRequest>) -> Answer<PbHashResponse> {
+    async fn hash(&self, r: Request<PbHashRequest>) -> Answer<PbHashResponse> {
+        self.maintenance_admin(&r)?;
         let m = &self.member;
         let hash = m.store.hash()?;
         Ok(Response::new(PbHashResponse {
@@ -350,6 +383,7 @@ impl PbMaintenanceService for Services {
     }
 
     async fn hash_kv(&self, r: Request<PbHashKvRequest>) -> Answer<PbHashKvResponse> {
+        self.maintenance_admin(&r)?;
         let m = &self.member;
         let (hash, hash_revision, compact_revision) = m.store.hash_kv(r.into_inner().revision)?;
         Ok(Response::new(PbHashKvResponse {
@@ -367,7 +401,8 @@ impl PbMaintenanceService for Services {
 
     type SnapshotStream = ReceiverStream<Result<PbSnapshotResponse, Status>>;
 
-    async fn snapshot(&self, _: Request<PbSnapshotRequest>) -> Answer<Self::SnapshotStream> {
+    async fn snapshot(&self, r: Request<PbSnapshotRequest>) -> Answer<Self::SnapshotStream> {
+        self.maintenance_admin(&r)?;
         let m = self.member.clone();
         let dir = m
             .store

@@ -1,5 +1,7 @@
 //! The kybern store member: etcd v3 gRPC services over `mvcc`, and the `Kv` trait.
 
+pub mod auth;
+pub mod auth_svc;
 pub mod authority;
 pub mod config;
 pub mod grpc;

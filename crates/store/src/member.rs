@@ -15,6 +15,7 @@ use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
+use crate::auth::{self, Credentials};
 use crate::config::Retention;
 use crate::kv::{Kv, WatchSpec, WatchStream};
 use crate::raft::node::{ClusterConfig, RaftNode};
@@ -30,6 +31,13 @@ pub struct Settings {
     pub progress_interval: Duration,
     /// Lease TTLs below this are raised to it (etcd: 1.5 x election timeout, rounded up).
     pub min_lease_ttl: i64,
+    /// With auth enabled, a verified client certificate's common name is the user (etcd's
+    /// `--client-cert-auth`).
+    pub client_cert_auth: bool,
+    /// How long a simple token lives after its last use (`--auth-token-ttl`).
+    pub auth_token_ttl: Duration,
+    /// bcrypt cost of password hashes (`--bcrypt-cost`).
+    pub bcrypt_cost: u32,
 }
 
 impl Default for Settings {
@@ -44,11 +52,17 @@ impl Default for Settings {
             retention: None,
             progress_interval: Duration::from_secs(600),
             min_lease_ttl: 2,
+            client_cert_auth: false,
+            auth_token_ttl: Duration::from_secs(300),
+            bcrypt_cost: 10,
         }
     }
 }
 
-type Job = (Op, oneshot::Sender<Result<OpResult, Status>>);
+/// An operation, the auth epoch it was authorized at (0: not subject to auth, as the in-process
+/// `Kv` and the member's own loops; `auth::AUTH_OFF`: authorized because auth was off), and where
+/// to answer.
+type Job = (Op, u64, oneshot::Sender<Result<OpResult, Status>>);
 
 /// Where writes go: the local apply thread (a single-member store) or Raft.
 enum Writer {
@@ -64,6 +78,7 @@ pub struct Member {
     term: u64,
     pub applied: Arc<AtomicU64>,
     pub started: Instant,
+    pub tokens: crate::auth::Tokens,
 }
 
 /// Most operations folded into one backend transaction (one fsync).
@@ -133,6 +148,7 @@ impl Member {
         writer: Writer,
         applied: Arc<AtomicU64>,
     ) -> Arc<Member> {
+        let settings_ttl = settings.auth_token_ttl;
         let m = Arc::new(Member {
             store,
             settings,
@@ -140,6 +156,7 @@ impl Member {
             term: 2,
             applied,
             started: Instant::now(),
+            tokens: crate::auth::Tokens::new(settings_ttl),
         });
         tokio::spawn(lease_expiry_loop(Arc::downgrade(&m)));
         if let Some(r) = m.settings.retention {
@@ -201,11 +218,20 @@ impl Member {
 
     /// Sends an operation to the apply thread and waits for its answer.
     pub async fn submit(&self, op: Op) -> Result<OpResult, Status> {
+        self.submit_at(op, 0).await
+    }
+
+    /// Sends an operation authorized at auth epoch `epoch` (see `Job`); it is refused if the
+    /// auth store changed since (for `AUTH_OFF`: if auth was enabled since).
+    pub async fn submit_at(&self, op: Op, epoch: u64) -> Result<OpResult, Status> {
         match &self.writer {
-            Writer::Raft(node) => node.write(op).await,
+            Writer::Raft(node) => node.write(op, epoch).await,
             Writer::Local(queue) => {
                 let (tx, rx) = oneshot::channel();
-                queue.send((op, tx)).await.map_err(|_| errors::stopped())?;
+                queue
+                    .send((op, epoch, tx))
+                    .await
+                    .map_err(|_| errors::stopped())?;
                 rx.await.map_err(|_| errors::stopped())?
             }
         }
@@ -293,19 +319,48 @@ fn txn_cost(t: &PbTxnRequest) -> usize {
 
 fn spawn_apply_thread(store: Arc<Store>, mut rx: mpsc::Receiver<Job>, applied: Arc<AtomicU64>) {
     let handle = tokio::runtime::Handle::current();
+    let is_auth = |j: &Job| matches!(j.0, Op::Auth(_));
     std::thread::Builder::new()
         .name("store-apply".into())
         .spawn(move || {
             let _rt = handle.enter();
-            while let Some(first) = rx.blocking_recv() {
+            // An auth change is applied alone, so that the auth epoch is the same for every
+            // operation of a batch and can be checked before it.
+            let mut carried: Option<Job> = None;
+            while let Some(first) = carried.take().or_else(|| rx.blocking_recv()) {
                 let mut jobs = vec![first];
-                while jobs.len() < MAX_BATCH {
+                while jobs.len() < MAX_BATCH && !is_auth(&jobs[0]) {
                     match rx.try_recv() {
+                        Ok(j) if is_auth(&j) => {
+                            carried = Some(j);
+                            break;
+                        }
                         Ok(j) => jobs.push(j),
                         Err(_) => break,
                     }
                 }
-                let (ops, replies): (Vec<Op>, Vec<_>) = jobs.into_iter().unzip();
+                let (epoch, enabled) = {
+                    let a = store.auth();
+                    (a.epoch(), a.enabled())
+                };
+                let mut ops = Vec::with_capacity(jobs.len());
+                let mut replies = Vec::with_capacity(jobs.len());
+                for (op, at, reply) in jobs {
+                    let stale = match at {
+                        0 => false,
+                        crate::auth::AUTH_OFF => enabled,
+                        at => at != epoch,
+                    };
+                    if stale {
+                        let _ = reply.send(Err(errors::auth_old_revision()));
+                    } else {
+                        ops.push(op);
+                        replies.push(reply);
+                    }
+                }
+                if ops.is_empty() {
+                    continue;
+                }
                 let n = ops.len() as u64;
                 match store.apply(ops) {
                     Ok(results) => {
@@ -386,10 +441,18 @@ async fn auto_compaction_loop(m: std::sync::Weak<Member>, r: Retention) {
     }
 }
 
-#[async_trait]
-impl Kv for Member {
-    async fn range(&self, req: PbRangeRequest) -> Result<PbRangeResponse, Status> {
+/// The requests of the `Kv` trait, also on behalf of a client (`creds`), whose request is then
+/// authorized as etcd does once it is valid; `None` is the in-process caller, not subject to auth.
+impl Member {
+    pub async fn range_as(
+        &self,
+        req: PbRangeRequest,
+        creds: Option<&Credentials>,
+    ) -> Result<PbRangeResponse, Status> {
         check_range(&req)?;
+        if let Some(c) = creds {
+            self.authorize(c, |a, who| auth::check_range(a, who, &req))?;
+        }
         if let (Some(node), false) = (self.raft(), req.serializable) {
             node.linearize().await?;
         }
@@ -398,11 +461,19 @@ impl Kv for Member {
         Ok(r)
     }
 
-    async fn put(&self, req: PbPutRequest) -> Result<PbPutResponse, Status> {
+    pub async fn put_as(
+        &self,
+        req: PbPutRequest,
+        creds: Option<&Credentials>,
+    ) -> Result<PbPutResponse, Status> {
         check_put(&req)?;
         self.check_size(&req)?;
         self.check_quota(put_cost(&req)).await?;
-        match self.submit(Op::Put(req)).await? {
+        let epoch = match creds {
+            Some(c) => self.authorize_put(c, &req)?,
+            None => 0,
+        };
+        match self.submit_at(Op::Put(req), epoch).await? {
             OpResult::Put(mut r) => {
                 self.fill(&mut r.header);
                 Ok(r)
@@ -411,10 +482,18 @@ impl Kv for Member {
         }
     }
 
-    async fn delete_range(&self, req: PbDeleteRequest) -> Result<PbDeleteResponse, Status> {
+    pub async fn delete_range_as(
+        &self,
+        req: PbDeleteRequest,
+        creds: Option<&Credentials>,
+    ) -> Result<PbDeleteResponse, Status> {
         check_delete(&req)?;
         self.check_size(&req)?;
-        match self.submit(Op::Delete(req)).await? {
+        let epoch = match creds {
+            Some(c) => self.authorize(c, |a, who| auth::check_delete(a, who, &req))?,
+            None => 0,
+        };
+        match self.submit_at(Op::Delete(req), epoch).await? {
             OpResult::Delete(mut r) => {
                 self.fill(&mut r.header);
                 Ok(r)
@@ -423,7 +502,11 @@ impl Kv for Member {
         }
     }
 
-    async fn txn(&self, req: PbTxnRequest) -> Result<PbTxnResponse, Status> {
+    pub async fn txn_as(
+        &self,
+        req: PbTxnRequest,
+        creds: Option<&Credentials>,
+    ) -> Result<PbTxnResponse, Status> {
         check_txn(&req, self.settings.max_txn_ops)?;
         self.check_size(&req)?;
         if txn_has_writes(&req) {
@@ -432,7 +515,11 @@ impl Kv for Member {
             }
             self.check_quota(txn_cost(&req)).await?;
         }
-        match self.submit(Op::Txn(req)).await? {
+        let epoch = match creds {
+            Some(c) => self.authorize_txn(c, &req)?,
+            None => 0,
+        };
+        match self.submit_at(Op::Txn(req), epoch).await? {
             OpResult::Txn(mut r) => {
                 self.fill(&mut r.header);
                 Ok(r)
@@ -441,7 +528,15 @@ impl Kv for Member {
         }
     }
 
-    async fn compact(&self, req: PbCompactionRequest) -> Result<PbCompactionResponse, Status> {
+    /// Compaction needs no permission in etcd 3.4, only credentials that are valid if given.
+    pub async fn compact_as(
+        &self,
+        req: PbCompactionRequest,
+        creds: Option<&Credentials>,
+    ) -> Result<PbCompactionResponse, Status> {
+        if let Some(c) = creds {
+            self.caller(c)?;
+        }
         match self.submit(Op::Compact(req.revision)).await? {
             OpResult::Compact(mut r) => {
                 self.fill(&mut r.header);
@@ -451,15 +546,19 @@ impl Kv for Member {
         }
     }
 
-    async fn watch(&self, spec: WatchSpec) -> Result<WatchStream, Status> {
-        Ok(crate::watch_svc::single_watch(self, spec))
-    }
-
-    async fn lease_grant(&self, req: PbLeaseGrantRequest) -> Result<PbLeaseGrantResponse, Status> {
+    /// Granting a lease needs no permission in etcd 3.4, only valid credentials if given.
+    pub async fn lease_grant_as(
+        &self,
+        req: PbLeaseGrantRequest,
+        creds: Option<&Credentials>,
+    ) -> Result<PbLeaseGrantResponse, Status> {
         if req.ttl > mvcc::lease::MAX_LEASE_TTL {
             return Err(errors::lease_ttl_too_large());
         }
         self.check_quota(64).await?;
+        if let Some(c) = creds {
+            self.caller(c)?;
+        }
         let ttl = req.ttl.max(self.settings.min_lease_ttl);
         let mut id = req.id;
         while id == 0 || (req.id == 0 && self.store.lease_exists(id)) {
@@ -474,17 +573,60 @@ impl Kv for Member {
         }
     }
 
-    async fn lease_revoke(
+    pub async fn lease_revoke_as(
         &self,
         req: PbLeaseRevokeRequest,
+        creds: Option<&Credentials>,
     ) -> Result<PbLeaseRevokeResponse, Status> {
-        match self.submit(Op::LeaseRevoke(req.id)).await? {
+        let epoch = match creds {
+            Some(c) => self.authorize_lease_revoke(c, req.id)?,
+            None => 0,
+        };
+        match self.submit_at(Op::LeaseRevoke(req.id), epoch).await? {
             OpResult::LeaseRevoke(mut r) => {
                 self.fill(&mut r.header);
                 Ok(r)
             }
             _ => Err(Status::internal("unexpected answer")),
         }
+    }
+}
+
+#[async_trait]
+impl Kv for Member {
+    async fn range(&self, req: PbRangeRequest) -> Result<PbRangeResponse, Status> {
+        self.range_as(req, None).await
+    }
+
+    async fn put(&self, req: PbPutRequest) -> Result<PbPutResponse, Status> {
+        self.put_as(req, None).await
+    }
+
+    async fn delete_range(&self, req: PbDeleteRequest) -> Result<PbDeleteResponse, Status> {
+        self.delete_range_as(req, None).await
+    }
+
+    async fn txn(&self, req: PbTxnRequest) -> Result<PbTxnResponse, Status> {
+        self.txn_as(req, None).await
+    }
+
+    async fn compact(&self, req: PbCompactionRequest) -> Result<PbCompactionResponse, Status> {
+        self.compact_as(req, None).await
+    }
+
+    async fn watch(&self, spec: WatchSpec) -> Result<WatchStream, Status> {
+        Ok(crate::watch_svc::single_watch(self, spec))
+    }
+
+    async fn lease_grant(&self, req: PbLeaseGrantRequest) -> Result<PbLeaseGrantResponse, Status> {
+        self.lease_grant_as(req, None).await
+    }
+
+    async fn lease_revoke(
+        &self,
+        req: PbLeaseRevokeRequest,
+    ) -> Result<PbLeaseRevokeResponse, Status> {
+        self.lease_revoke_as(req, None).await
     }
 
     async fn lease_keep_alive(&self, id: i64) -> Result<PbLeaseKeepAliveResponse, Status> {

@@ -13,7 +13,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
+use crate::auth::PeerCommonName;
 use crate::authority::FixAuthority;
 use crate::config::{ClusterState, StoreArgs};
 use crate::grpc::Services;
@@ -43,6 +45,9 @@ pub fn settings(args: &StoreArgs) -> anyhow::Result<Settings> {
         max_txn_ops: args.max_txn_ops,
         retention: args.retention()?,
         progress_interval: args.experimental_watch_progress_notify_interval,
+        client_cert_auth: args.client_cert_auth,
+        auth_token_ttl: std::time::Duration::from_secs(args.auth_token_ttl),
+        bcrypt_cost: args.bcrypt_cost,
         ..Settings::default()
     })
 }
@@ -62,6 +67,10 @@ pub fn router(member: Arc<Member>) -> axum::Router {
             )
             .add_service(PbLeaseServer::new(svc.clone()).max_decoding_message_size(limit))
             .add_service(PbClusterServer::new(svc.clone()).max_decoding_message_size(limit))
+            .add_service(crate::auth_svc::AuthService {
+                member: member.clone(),
+                limit,
+            })
             .add_service(PbMaintenanceServer::new(svc).max_decoding_message_size(limit));
     let http = axum::Router::new()
         .route("/health", get(health))
@@ -294,14 +303,30 @@ pub async fn accept_loop(
         let app = app.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let svc = TowerToHyperService::new(app);
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder.http2().max_concurrent_streams(None);
             let res = match acceptor {
                 Some(a) => match a.accept(stream).await {
                     Ok(s) => {
+                        // The verified client certificate's common name goes with every request
+                        // (a user name for auth under --client-cert-auth).
+                        let cn = s
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| common_name(c.first()?));
+                        let app =
+                            app.map_request(move |mut r: http::Request<hyper::body::Incoming>| {
+                                if let Some(cn) = &cn {
+                                    r.extensions_mut().insert(PeerCommonName(cn.clone()));
+                                }
+                                r
+                            });
                         builder
-                            .serve_connection_with_upgrades(TokioIo::new(FixAuthority::new(s)), svc)
+                            .serve_connection_with_upgrades(
+                                TokioIo::new(FixAuthority::new(s)),
+                                TowerToHyperService::new(app),
+                            )
                             .await
                     }
                     Err(e) => {
@@ -313,7 +338,7 @@ pub async fn accept_loop(
                     builder
                         .serve_connection_with_upgrades(
                             TokioIo::new(FixAuthority::new(stream)),
-                            svc,
+                            TowerToHyperService::new(app),
                         )
                         .await
                 }
@@ -323,4 +348,17 @@ pub async fn accept_loop(
             }
         });
     }
+}
+
+/// The subject common name of a DER certificate.
+fn common_name(der: &rustls::pki_types::CertificateDer<'_>) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    Some(cn)
 }

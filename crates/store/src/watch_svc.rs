@@ -1,6 +1,7 @@
 //! The Watch service: one bidirectional stream carrying many watches, each a subscription to the
 //! store's watch hub forwarded by its own task (so one slow watch never holds up another or a writer).
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::Credentials;
 use crate::kv::{WatchSpec, WatchStream};
 use crate::member::Member;
 
@@ -129,12 +131,23 @@ impl PbWatchService for WatchService {
         req: Request<Streaming<PbWatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let (out, rx) = mpsc::channel(256);
-        tokio::spawn(serve_stream(self.member.clone(), req.into_inner(), out));
+        let creds = Credentials::of(&req);
+        tokio::spawn(serve_stream(
+            self.member.clone(),
+            creds,
+            req.into_inner(),
+            out,
+        ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 
-async fn serve_stream(m: Arc<Member>, mut input: Streaming<PbWatchRequest>, out: Out) {
+async fn serve_stream(
+    m: Arc<Member>,
+    creds: Credentials,
+    mut input: Streaming<PbWatchRequest>,
+    out: Out,
+) {
     let hdr = Hdr::of(&m);
     let mut watches: HashMap<i64, JoinHandle<()>> = HashMap::new();
     let mut next_id = 0i64;
@@ -143,6 +156,24 @@ async fn serve_stream(m: Arc<Member>, mut input: Streaming<PbWatchRequest>, out:
         let resp = match req.request_union {
             Some(PbWatchRequestUnion::CreateRequest(c)) => {
                 let (key, range_end) = normalize(c.key, c.range_end);
+                // As etcd: a watch the caller may not read is answered created and cancelled.
+                let allowed = m.authorize(&creds, |a, who| {
+                    a.check(who, &key, &range_end, mvcc::Access::Read)
+                });
+                if let Err(e) = allowed {
+                    let resp = PbWatchResponse {
+                        header: hdr.at(m.store.revision()),
+                        watch_id: -1,
+                        created: true,
+                        canceled: true,
+                        cancel_reason: errors::go_error_text(&e),
+                        ..Default::default()
+                    };
+                    if out.send(Ok(resp)).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
                 let filter = Filter {
                     key,
                     range_end,
@@ -163,38 +194,39 @@ async fn serve_stream(m: Arc<Member>, mut input: Streaming<PbWatchRequest>, out:
                     next_id - 1
                 };
                 let header = hdr.at(m.store.revision());
-                if watches.contains_key(&id) {
-                    PbWatchResponse {
+                match watches.entry(id) {
+                    Entry::Occupied(_) => PbWatchResponse {
                         header,
                         watch_id: id,
                         created: true,
                         canceled: true,
                         cancel_reason: errors::DUPLICATE_WATCH_ID.into(),
                         ..Default::default()
+                    },
+                    Entry::Vacant(slot) => {
+                        // Registered before `created` is sent, so no write after it can be missed.
+                        let sub = m.store.watch(filter, c.start_revision);
+                        let created = PbWatchResponse {
+                            header,
+                            watch_id: id,
+                            created: true,
+                            ..Default::default()
+                        };
+                        if out.send(Ok(created)).await.is_err() {
+                            break;
+                        }
+                        let task = forward(
+                            m.store.clone(),
+                            hdr,
+                            id,
+                            w,
+                            sub,
+                            out.clone(),
+                            m.settings.progress_interval,
+                        );
+                        slot.insert(tokio::spawn(task));
+                        continue;
                     }
-                } else {
-                    // Registered before `created` is sent, so no write after it can be missed.
-                    let sub = m.store.watch(filter, c.start_revision);
-                    let created = PbWatchResponse {
-                        header,
-                        watch_id: id,
-                        created: true,
-                        ..Default::default()
-                    };
-                    if out.send(Ok(created)).await.is_err() {
-                        break;
-                    }
-                    let task = forward(
-                        m.store.clone(),
-                        hdr,
-                        id,
-                        w,
-                        sub,
-                        out.clone(),
-                        m.settings.progress_interval,
-                    );
-                    watches.insert(id, tokio::spawn(task));
-                    continue;
                 }
             }
             Some(PbWatchRequestUnion::CancelRequest(c)) => match watches.remove(&c.watch_id) {

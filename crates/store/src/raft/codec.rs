@@ -34,6 +34,8 @@ pub fn encode_op(op: &Op) -> Vec<u8> {
         Op::LeaseGrant { id, ttl } => (5, two(*id, *ttl)),
         Op::LeaseRevoke(id) => (6, id.to_be_bytes().to_vec()),
         Op::Alarm(r) => (7, r.encode_to_vec()),
+        // Refused before proposal (`RaftNode::write`); a tag that decodes to an error.
+        Op::Auth(_) => (8, vec![]),
     };
     [vec![tag], body].concat()
 }
@@ -52,6 +54,7 @@ pub fn decode_op(b: &[u8]) -> Result<Op, String> {
         },
         6 => Op::LeaseRevoke(int(body, 0).ok_or("short lease revoke")?),
         7 => Op::Alarm(PbAlarmRequest::decode(body).map_err(bad)?),
+        8 => return Err("auth changes are not replicated".into()),
         t => return Err(format!("unknown command tag {t}")),
     })
 }
@@ -74,6 +77,7 @@ pub fn encode_reply(r: &Reply) -> Vec<u8> {
         Some(Ok(OpResult::LeaseGrant(x))) => (5, x.encode_to_vec()),
         Some(Ok(OpResult::LeaseRevoke(x))) => (6, x.encode_to_vec()),
         Some(Ok(OpResult::Alarm(x))) => (7, x.encode_to_vec()),
+        Some(Ok(OpResult::Auth(h))) => (8, h.clone().unwrap_or_default().encode_to_vec()),
     };
     [vec![tag], body].concat()
 }
@@ -109,6 +113,9 @@ pub fn decode_reply(b: &[u8]) -> Result<Reply, String> {
             PbLeaseRevokeResponse::decode(body).map_err(bad)?,
         )),
         7 => ok(OpResult::Alarm(PbAlarmResponse::decode(body).map_err(bad)?)),
+        8 => ok(OpResult::Auth(Some(
+            PbResponseHeader::decode(body).map_err(bad)?,
+        ))),
         t => Err(format!("unknown reply tag {t}")),
     }
 }
