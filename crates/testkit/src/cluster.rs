@@ -1,7 +1,7 @@
 //! Clusters of members as processes on loopback: kybern's replicated store or real etcd 3.4, with
 //! the same `--initial-cluster` flags, so that one test can run against either.
 //!
-//! ```ignore
+//! ```text
 //! let c = Cluster::start(Kind::Kybern(bin), 3).await?;
 //! let leader = c.leader().await?;
 //! ```

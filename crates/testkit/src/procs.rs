@@ -1,7 +1,7 @@
 //! Processes on loopback: kybern store members and real etcd 3.4 members, started as child
 //! processes on free 127.0.0.1 ports, each with its data directory and its logs beside it.
 //!
-//! ```ignore
+//! ```text
 //! let m = Member::start_kybern(Path::new(env!("CARGO_BIN_EXE_kybern")), MemberOpts::default()).await?;
 //! let mut c = m.client().await?;
 //! ```

@@ -6,7 +6,7 @@
 //! runs on a shared server. Compaction affects the whole store: `compaction` runs last and compacts
 //! only up to a revision of its own keys.
 //!
-//! ```ignore
+//! ```text
 //! testkit::conformance::run_all(&kv).await; // panics with every failing test's message
 //! ```
 
