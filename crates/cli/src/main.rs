@@ -42,6 +42,14 @@ enum StoreCmd {
         #[command(subcommand)]
         cmd: SnapshotCmd,
     },
+    /// After a quorum is lost for good: make this stopped member, the most up-to-date survivor,
+    /// a one-member cluster that keeps every write of its log. Start it again with its usual
+    /// flags, then add new members with `etcdctl member add`.
+    Recover {
+        /// The data directory of the stopped member.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -104,6 +112,22 @@ fn main() -> ExitCode {
                     skip_hash_check,
                 };
                 mvcc_restore(&file, &data_dir, &opts)
+            }
+            Cmd::Store {
+                cmd: Some(StoreCmd::Recover { data_dir }),
+                ..
+            } => {
+                let r = store::raft::recover::recover(&data_dir)
+                    .await
+                    .map_err(|e| (2, format!("recover: {e:#}")))?;
+                println!(
+                    "member {:x} is now the only member of cluster {:x}, with every entry of its log \
+                     (last index {}). Start it with its usual flags; then add members with \
+                     `etcdctl member add` and start them with an empty --data-dir and \
+                     --initial-cluster-state existing.",
+                    r.member_id, r.cluster_id, r.last_index
+                );
+                Ok(())
             }
             Cmd::Apiserver(args) => apiserver::run(args).await.map_err(failure),
             Cmd::Bench(args) => bench::run(args)

@@ -391,3 +391,134 @@ async fn client_put_ok(url: &str) {
     };
     kv(url).await.put(put).await.unwrap();
 }
+
+/// Starts a member added with `etcdctl member add` (empty data dir, existing cluster) and waits
+/// until the cluster has promoted it.
+async fn join(eps: &str, name: &str, existing: &[(&str, &str)]) -> testkit::procs::Member {
+    let t = Duration::from_secs(30);
+    let peer = testkit::procs::free_url();
+    let added = etcdctl(
+        eps,
+        &["member", "add", name, &format!("--peer-urls={peer}")],
+        None,
+        t,
+        None,
+    )
+    .unwrap();
+    assert_eq!(added.code, 0, "{}{}", added.stdout, added.stderr);
+    let initial = existing
+        .iter()
+        .map(|(n, p)| format!("{n}={p}"))
+        .chain([format!("{name}={peer}")])
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut opts = testkit::procs::MemberOpts::default()
+        .with_name(name)
+        .with_args([
+            "--initial-cluster",
+            &initial,
+            "--initial-cluster-state",
+            "existing",
+            "--initial-cluster-token",
+            "kybern-test",
+        ]);
+    opts.peer_url = Some(peer.clone());
+    let m = testkit::procs::Member::start(kybern(), opts).await.unwrap();
+    let deadline = Instant::now() + t;
+    loop {
+        let list = etcdctl(eps, &["member", "list", "-w", "json"], None, t, None).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+        let me = v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["peerURLs"][0] == peer.as_str())
+            .cloned();
+        if me
+            .as_ref()
+            .is_some_and(|m| m["isLearner"] != true && m["name"] == name)
+        {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} was never promoted: {}",
+            list.stdout
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Quorum lost for good: two of three members are gone. `kybern store recover` on the survivor
+/// makes it a one-member cluster with every acknowledged write, and two fresh members rejoin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_survivor_recovers_and_two_fresh_members_rejoin() {
+    let mut c = Cluster::start(kybern(), 3).await.unwrap();
+    let client = kv(&c.members[0].client_url).await;
+    let mut acked = Vec::new();
+    for i in 0..30 {
+        let key = format!("r{i:02}");
+        let put = PbPutRequest {
+            key: key.clone().into_bytes(),
+            value: b"kept".to_vec(),
+            ..Default::default()
+        };
+        client.put(put).await.unwrap();
+        acked.push(key);
+    }
+    c.members[1].kill9();
+    c.members[2].kill9();
+    c.members[0].stop().await.unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kybern"))
+        .args(["store", "recover", "--data-dir"])
+        .arg(&c.members[0].data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "recover failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is now the only member"));
+    c.members[0].restart().await.unwrap();
+    let survivor = c.members[0].client_url.clone();
+    let peer0 = c.members[0].peer_url.clone();
+    client_put_ok(&survivor).await;
+    let list = etcdctl(
+        &survivor,
+        &["member", "list"],
+        None,
+        Duration::from_secs(20),
+        None,
+    )
+    .unwrap();
+    assert_eq!(list.stdout.lines().count(), 1, "{}", list.stdout);
+    let d = join(&survivor, "d", &[("m0", &peer0)]).await;
+    let e = join(
+        &format!("{survivor},{}", d.client_url),
+        "e",
+        &[("m0", &peer0), ("d", &d.peer_url)],
+    )
+    .await;
+    for m in [&d, &e] {
+        let kv = kv(&m.client_url).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while get_local(&kv, "after").await.is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "{} never caught up",
+                m.client_url
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for key in &acked {
+            assert!(
+                get_local(&kv, key).await.is_some(),
+                "{key} missing on {}",
+                m.client_url
+            );
+        }
+    }
+    // The new cluster of three takes writes through any member.
+    client_put_ok(&e.client_url).await;
+}

@@ -323,7 +323,11 @@ fn auth_store_survives_reopen_and_snapshot() {
                 .unwrap();
         }
         let snap = st.snapshot_to(dir.path()).unwrap();
-        crate::snapshot::restore(&snap, &dir.path().join("restored"), "x").unwrap();
+        let opts = crate::snapshot::RestoreOptions {
+            name: "x".into(),
+            skip_hash_check: false,
+        };
+        crate::snapshot::restore(&snap, &dir.path().join("restored"), &opts).unwrap();
     }
     for d in [data, dir.path().join("restored")] {
         let st = crate::Store::open(&d).unwrap();

@@ -80,6 +80,19 @@ impl LogStore {
         .map_err(write_err)
     }
 
+    /// Appends entries durably outside of Raft (`kybern store recover` on a stopped member).
+    pub async fn append_now(&self, entries: Vec<Entry<TypeConfig>>) -> Result<(), StorageError> {
+        let rows: Vec<(u64, Vec<u8>)> = entries.iter().map(|e| (e.log_id.index, enc(e))).collect();
+        self.write(move |tx| {
+            let mut t = tx.open_table(LOG)?;
+            for (i, b) in &rows {
+                t.insert(*i, b.as_slice())?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn put_state(&self, name: &'static str, value: Vec<u8>) -> Result<(), StorageError> {
         self.write(move |tx| {
             tx.open_table(STATE)?.insert(name, value.as_slice())?;

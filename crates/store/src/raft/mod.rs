@@ -16,6 +16,7 @@ pub mod membership;
 pub mod network;
 pub mod node;
 pub mod peer;
+pub mod recover;
 pub mod sm;
 
 use std::fmt;
