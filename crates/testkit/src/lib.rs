@@ -3,4 +3,5 @@
 
 pub mod cluster;
 pub mod conformance;
+pub mod linearizability;
 pub mod procs;

@@ -437,6 +437,20 @@ impl Member {
         }
     }
 
+    /// Sends `signal` (a name `kill` knows: STOP, CONT, TERM, ...) to the running child.
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        let pid = self.pid().ok_or_else(|| anyhow!("member is not running"))?;
+        let st = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .context("run kill")?;
+        if !st.success() {
+            bail!("kill -{signal} {pid} failed ({st})");
+        }
+        Ok(())
+    }
+
     /// SIGKILL the child and reap it (no-op when not running).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
