@@ -522,3 +522,89 @@ async fn a_survivor_recovers_and_two_fresh_members_rejoin() {
     // The new cluster of three takes writes through any member.
     client_put_ok(&e.client_url).await;
 }
+
+/// A member whose stored history was changed behind Raft's back (here: one stored value edited
+/// while it was stopped) is found by the leader's HashKV comparison: the CORRUPT alarm is raised
+/// for it and `etcdctl alarm list` shows it on every member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_diverged_member_raises_the_corrupt_alarm() {
+    use redb::{ReadableDatabase, ReadableTable};
+    let args = ["--experimental-corrupt-check-time", "1s"];
+    let mut c = Cluster::start_with(kybern(), 3, &args).await.unwrap();
+    let leader = c.leader().await.unwrap();
+    let client = kv(&c.members[leader].client_url).await;
+    for i in 0..10 {
+        let put = PbPutRequest {
+            key: format!("h{i}").into_bytes(),
+            value: b"same".to_vec(),
+            ..Default::default()
+        };
+        client.put(put).await.unwrap();
+    }
+    let victim = (leader + 1) % 3;
+    let follower = kv(&c.members[victim].client_url).await;
+    while get_local(&follower, "h9").await.is_none() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let id = {
+        let st = etcdctl(
+            &c.members[victim].client_url,
+            &["endpoint", "status", "-w", "json"],
+            None,
+            Duration::from_secs(10),
+            None,
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
+        v[0]["Status"]["header"]["member_id"].as_u64().unwrap()
+    };
+    c.members[victim].stop().await.unwrap();
+    {
+        let db = redb::Database::open(mvcc::backend::db_path(&c.members[victim].data_dir)).unwrap();
+        let (k, mut tampered) = {
+            let rtx = db.begin_read().unwrap();
+            let t = rtx.open_table(mvcc::backend::KV).unwrap();
+            let (k, v) = t.first().unwrap().unwrap();
+            let (tomb, kv) = mvcc::backend::decode_value(v.value()).unwrap();
+            (k.value().to_vec(), (tomb, kv))
+        };
+        tampered.1.value = b"different".to_vec();
+        let wtx = db.begin_write().unwrap();
+        {
+            let mut t = wtx.open_table(mvcc::backend::KV).unwrap();
+            let v = mvcc::backend::encode_value(tampered.0, &tampered.1);
+            t.insert(k.as_slice(), v.as_slice()).unwrap();
+        }
+        wtx.commit().unwrap();
+    }
+    c.members[victim].restart().await.unwrap();
+    let eps = c.endpoints().join(",");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = etcdctl(
+            &eps,
+            &["alarm", "list"],
+            None,
+            Duration::from_secs(10),
+            None,
+        )
+        .unwrap();
+        if list
+            .stdout
+            .contains(&format!("memberID:{id} alarm:CORRUPT"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no CORRUPT alarm for {id:x}: {}{}",
+            list.stdout,
+            list.stderr
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let leader = c.leader().await.unwrap();
+    assert!(c.members[leader]
+        .stderr_log()
+        .contains("raising the CORRUPT alarm"));
+}

@@ -23,7 +23,10 @@ const KEYS: usize = 8;
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 struct Recorder {
@@ -38,7 +41,9 @@ impl Recorder {
 }
 
 fn value_of(r: &PbRangeResponse) -> Option<String> {
-    r.kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+    r.kvs
+        .first()
+        .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
 }
 
 /// One client: `ops` random puts, linearizable gets and compare-and-sets on a few keys.
@@ -75,8 +80,13 @@ async fn client(id: usize, url: String, rec: Arc<Recorder>, ops: u64, seed: u64)
                 _ => continue,
             };
         } else {
-            let expect = (rng.random_range(0..3) > 0)
-                .then(|| format!("c{}-{}", rng.random_range(0..3), rng.random_range(0..n.max(1))));
+            let expect = (rng.random_range(0..3) > 0).then(|| {
+                format!(
+                    "c{}-{}",
+                    rng.random_range(0..3),
+                    rng.random_range(0..n.max(1))
+                )
+            });
             let compare = PbCompare {
                 key: key.clone().into_bytes(),
                 result: compare_result::EQUAL,
@@ -137,7 +147,10 @@ async fn replay(url: &str, last: i64) -> Vec<(i64, i32, String, String)> {
     let mut w = kv.watch(spec).await.unwrap();
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while out.last().is_none_or(|e: &(i64, i32, String, String)| e.0 < last) {
+    while out
+        .last()
+        .is_none_or(|e: &(i64, i32, String, String)| e.0 < last)
+    {
         let left = deadline.saturating_duration_since(Instant::now());
         let resp = tokio::time::timeout(left, w.next())
             .await
@@ -169,7 +182,15 @@ async fn histories_under_leader_kill_and_pause_are_linearizable() {
         ops: Mutex::new(Vec::new()),
     });
     let clients: Vec<_> = (0..3)
-        .map(|i| tokio::spawn(client(i, c.members[i].client_url.clone(), rec.clone(), ops, seed)))
+        .map(|i| {
+            tokio::spawn(client(
+                i,
+                c.members[i].client_url.clone(),
+                rec.clone(),
+                ops,
+                seed,
+            ))
+        })
         .collect();
 
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -187,9 +208,12 @@ async fn histories_under_leader_kill_and_pause_are_linearizable() {
         t.await.unwrap();
     }
     // Final reads of every key through a leader-confirmed member close the history.
-    let closing = RemoteKv::connect(&[c.members[c.leader().await.unwrap()].client_url.clone()], None)
-        .await
-        .unwrap();
+    let closing = RemoteKv::connect(
+        &[c.members[c.leader().await.unwrap()].client_url.clone()],
+        None,
+    )
+    .await
+    .unwrap();
     let mut last = 0;
     for k in 0..KEYS {
         let key = format!("lin/k{k}");
@@ -212,7 +236,10 @@ async fn histories_under_leader_kill_and_pause_are_linearizable() {
     }
     let history = rec.ops.lock().unwrap().clone();
     let unknown = history.iter().filter(|o| o.ret.is_none()).count();
-    eprintln!("history: {} operations, {unknown} with unknown outcome, last revision {last}", history.len());
+    eprintln!(
+        "history: {} operations, {unknown} with unknown outcome, last revision {last}",
+        history.len()
+    );
     if let Err(v) = check(&history) {
         panic!("not linearizable (seed {seed}):\n{v}");
     }

@@ -63,6 +63,10 @@ pub struct StoreArgs {
     /// log rather than from a whole snapshot.
     #[arg(long, default_value_t = 5000)]
     pub experimental_snapshot_catchup_entries: u64,
+    /// How often the leader compares every member's hash of the key-value history and raises the
+    /// CORRUPT alarm on a mismatch (0 turns it off; etcd's flag, on by default here).
+    #[arg(long, default_value = "1m", value_parser = parse_duration_or_zero)]
+    pub experimental_corrupt_check_time: std::time::Duration,
     /// Raise an alarm (NOSPACE) and refuse writes when the backend exceeds this size in bytes
     /// (0: the default of 2 GiB; negative: no quota).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
@@ -367,6 +371,13 @@ fn parse_urls(flag: &str, s: &str) -> Result<Vec<url::Url>, ConfigError> {
 }
 
 /// Go-style durations: 500ms, 10s, 5m, 1h, 1h30m.
+fn parse_duration_or_zero(s: &str) -> Result<std::time::Duration, String> {
+    match s.trim() {
+        "0" => Ok(std::time::Duration::ZERO),
+        s => parse_duration(s),
+    }
+}
+
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let mut total = 0f64;
     let mut num = String::new();

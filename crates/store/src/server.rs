@@ -139,6 +139,7 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
             election: std::time::Duration::from_millis(args.election_timeout),
             snapshot_count: args.snapshot_count.max(1),
             catchup_entries: args.experimental_snapshot_catchup_entries,
+            corrupt_check: args.experimental_corrupt_check_time,
         };
         // Peers must reach this member before it can take part in an election.
         let m = Member::start_replicated(&data_dir, settings, &cluster)

@@ -44,10 +44,23 @@ pub struct Violation {
 
 impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "no linearization of the {} operations on key {:?}:", self.ops.len(), self.key)?;
+        writeln!(
+            f,
+            "no linearization of the {} operations on key {:?}:",
+            self.ops.len(),
+            self.key
+        )?;
         for o in &self.ops {
-            let ret = o.ret.map_or("unknown".to_string(), |r| format!("{:.3}ms", r as f64 / 1e6));
-            writeln!(f, "  client {} [{:.3}ms .. {ret}] {:?}", o.client, o.invoke as f64 / 1e6, o.kind)?;
+            let ret = o.ret.map_or("unknown".to_string(), |r| {
+                format!("{:.3}ms", r as f64 / 1e6)
+            });
+            writeln!(
+                f,
+                "  client {} [{:.3}ms .. {ret}] {:?}",
+                o.client,
+                o.invoke as f64 / 1e6,
+                o.kind
+            )?;
         }
         Ok(())
     }
@@ -72,9 +85,16 @@ pub fn check(history: &[Op]) -> Result<(), Violation> {
 
 /// One register's history (at most 128 operations).
 fn linearizable(ops: &[Op]) -> bool {
-    assert!(ops.len() <= 128, "the checker takes at most 128 operations per key");
+    assert!(
+        ops.len() <= 128,
+        "the checker takes at most 128 operations per key"
+    );
     let ret = |o: &Op| o.ret.unwrap_or(u64::MAX);
-    let all: u128 = if ops.len() == 128 { u128::MAX } else { (1u128 << ops.len()) - 1 };
+    let all: u128 = if ops.len() == 128 {
+        u128::MAX
+    } else {
+        (1u128 << ops.len()) - 1
+    };
     // Operations that must take effect: everything but unknown puts and CASes.
     let required: u128 = ops
         .iter()
@@ -110,7 +130,11 @@ fn linearizable(ops: &[Op]) -> bool {
                         stack.push((next, value.clone()));
                     }
                 }
-                Kind::Cas { expect, new, succeeded } => {
+                Kind::Cas {
+                    expect,
+                    new,
+                    succeeded,
+                } => {
                     let holds = *expect == value;
                     match succeeded {
                         Some(true) if holds => stack.push((next, Some(new.clone()))),
@@ -178,7 +202,10 @@ mod tests {
 
     #[test]
     fn unknown_outcomes_may_or_may_not_happen() {
-        let happened = vec![op(0, put("a"), 0, None), op(1, get(Some("a")), 20, Some(30))];
+        let happened = vec![
+            op(0, put("a"), 0, None),
+            op(1, get(Some("a")), 20, Some(30)),
+        ];
         assert!(check(&happened).is_ok());
         let did_not = vec![op(0, put("a"), 0, None), op(1, get(None), 20, Some(30))];
         assert!(check(&did_not).is_ok());

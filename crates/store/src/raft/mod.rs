@@ -11,6 +11,7 @@
 //! - `node`: starting a member of a static cluster (`--initial-cluster`).
 
 pub mod codec;
+pub mod corrupt;
 pub mod log;
 pub mod membership;
 pub mod network;

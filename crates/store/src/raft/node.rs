@@ -40,6 +40,9 @@ pub struct ClusterConfig {
     pub snapshot_count: u64,
     /// Entries kept after a snapshot (`--experimental-snapshot-catchup-entries`).
     pub catchup_entries: u64,
+    /// How often the leader compares members' HashKV (`--experimental-corrupt-check-time`; zero:
+    /// never).
+    pub corrupt_check: Duration,
 }
 
 /// Parses `--initial-cluster` (`name=url,name=url,...`; a name may repeat for several URLs) into
@@ -144,6 +147,12 @@ impl RaftNode {
         tokio::spawn(watch_removal(Arc::downgrade(&node), removed_tx));
         tokio::spawn(renew_leases_on_election(Arc::downgrade(&node)));
         tokio::spawn(super::membership::promote_learners(Arc::downgrade(&node)));
+        if !cfg.corrupt_check.is_zero() {
+            tokio::spawn(super::corrupt::check_loop(
+                Arc::downgrade(&node),
+                cfg.corrupt_check,
+            ));
+        }
         Ok(node)
     }
 

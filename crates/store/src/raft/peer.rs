@@ -28,6 +28,7 @@ pub fn router(node: Arc<RaftNode>) -> axum::Router {
         .route("/raft/info", post(info))
         .route("/raft/member", post(member))
         .route("/raft/members", post(members))
+        .route("/raft/hashkv", post(hashkv))
         .with_state(node)
 }
 
@@ -124,4 +125,12 @@ async fn members(State(n): State<Arc<RaftNode>>) -> Response {
     let list: Vec<(NodeId, MemberInfo)> =
         n.members().into_iter().map(|(id, m, _)| (id, m)).collect();
     answer(&(n.store.cluster_id, list))
+}
+
+/// The hash of this member's history up to a revision, for the leader's corruption check.
+async fn hashkv(State(n): State<Arc<RaftNode>>, body: Bytes) -> Response {
+    match decode::<i64>(&body) {
+        Ok(rev) => answer(&super::corrupt::hash_at(&n, rev).await),
+        Err(r) => r,
+    }
 }
