@@ -392,63 +392,6 @@ async fn client_put_ok(url: &str) {
     kv(url).await.put(put).await.unwrap();
 }
 
-/// Starts a member added with `etcdctl member add` (empty data dir, existing cluster) and waits
-/// until the cluster has promoted it.
-async fn join(eps: &str, name: &str, existing: &[(&str, &str)]) -> testkit::procs::Member {
-    let t = Duration::from_secs(30);
-    let peer = testkit::procs::free_url();
-    let added = etcdctl(
-        eps,
-        &["member", "add", name, &format!("--peer-urls={peer}")],
-        None,
-        t,
-        None,
-    )
-    .unwrap();
-    assert_eq!(added.code, 0, "{}{}", added.stdout, added.stderr);
-    let initial = existing
-        .iter()
-        .map(|(n, p)| format!("{n}={p}"))
-        .chain([format!("{name}={peer}")])
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut opts = testkit::procs::MemberOpts::default()
-        .with_name(name)
-        .with_args([
-            "--initial-cluster",
-            &initial,
-            "--initial-cluster-state",
-            "existing",
-            "--initial-cluster-token",
-            "kybern-test",
-        ]);
-    opts.peer_url = Some(peer.clone());
-    let m = testkit::procs::Member::start(kybern(), opts).await.unwrap();
-    let deadline = Instant::now() + t;
-    loop {
-        let list = etcdctl(eps, &["member", "list", "-w", "json"], None, t, None).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
-        let me = v["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["peerURLs"][0] == peer.as_str())
-            .cloned();
-        if me
-            .as_ref()
-            .is_some_and(|m| m["isLearner"] != true && m["name"] == name)
-        {
-            return m;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} was never promoted: {}",
-            list.stdout
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Quorum lost for good: two of three members are gone. `kybern store recover` on the survivor
 /// makes it a one-member cluster with every acknowledged write, and two fresh members rejoin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -482,7 +425,6 @@ async fn a_survivor_recovers_and_two_fresh_members_rejoin() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("is now the only member"));
     c.members[0].restart().await.unwrap();
     let survivor = c.members[0].client_url.clone();
-    let peer0 = c.members[0].peer_url.clone();
     client_put_ok(&survivor).await;
     let list = etcdctl(
         &survivor,
@@ -493,14 +435,9 @@ async fn a_survivor_recovers_and_two_fresh_members_rejoin() {
     )
     .unwrap();
     assert_eq!(list.stdout.lines().count(), 1, "{}", list.stdout);
-    let d = join(&survivor, "d", &[("m0", &peer0)]).await;
-    let e = join(
-        &format!("{survivor},{}", d.client_url),
-        "e",
-        &[("m0", &peer0), ("d", &d.peer_url)],
-    )
-    .await;
-    for m in [&d, &e] {
+    c.add_member("d").await.unwrap();
+    c.add_member("e").await.unwrap();
+    for m in &c.members[3..] {
         let kv = kv(&m.client_url).await;
         let deadline = Instant::now() + Duration::from_secs(30);
         while get_local(&kv, "after").await.is_none() {
@@ -520,7 +457,7 @@ async fn a_survivor_recovers_and_two_fresh_members_rejoin() {
         }
     }
     // The new cluster of three takes writes through any member.
-    client_put_ok(&e.client_url).await;
+    client_put_ok(&c.members[4].client_url).await;
 }
 
 /// A member whose stored history was changed behind Raft's back (here: one stored value edited

@@ -17,7 +17,7 @@ use store::remote::RemoteKv;
 use store::{Kv, WatchSpec};
 use testkit::cluster::Cluster;
 use testkit::linearizability::{check, Kind as OpKind, Op};
-use testkit::procs::Kind;
+use testkit::procs::{etcdctl, Kind};
 
 const KEYS: usize = 8;
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -170,18 +170,25 @@ async fn replay(url: &str, last: i64) -> Vec<(i64, i32, String, String)> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn histories_under_leader_kill_and_pause_are_linearizable() {
+fn kybern() -> Kind {
+    Kind::Kybern(PathBuf::from(env!("CARGO_BIN_EXE_kybern")))
+}
+
+/// Clients running against the cluster's first three members.
+struct Load {
+    rec: Arc<Recorder>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+    seed: u64,
+}
+
+fn start_load(c: &Cluster) -> Load {
     let seed = env_u64("KYBERN_FAULT_SEED", 7);
     let ops = env_u64("KYBERN_FAULT_OPS", 150);
-    let mut c = Cluster::start(Kind::Kybern(PathBuf::from(env!("CARGO_BIN_EXE_kybern"))), 3)
-        .await
-        .unwrap();
     let rec = Arc::new(Recorder {
         start: Instant::now(),
         ops: Mutex::new(Vec::new()),
     });
-    let clients: Vec<_> = (0..3)
+    let clients = (0..3)
         .map(|i| {
             tokio::spawn(client(
                 i,
@@ -192,28 +199,20 @@ async fn histories_under_leader_kill_and_pause_are_linearizable() {
             ))
         })
         .collect();
+    Load { rec, clients, seed }
+}
 
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let leader = c.leader().await.unwrap();
-    c.members[leader].kill9();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    c.members[leader].restart().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let leader = c.leader().await.unwrap();
-    c.members[leader].signal("STOP").unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    c.members[leader].signal("CONT").unwrap();
-
-    for t in clients {
+/// Waits for the clients, closes the history with a read of every key, checks it is
+/// linearizable, and checks that every running member's watch replays the same events.
+async fn finish(c: &Cluster, load: Load) {
+    let rec = load.rec;
+    for t in load.clients {
         t.await.unwrap();
     }
-    // Final reads of every key through a leader-confirmed member close the history.
-    let closing = RemoteKv::connect(
-        &[c.members[c.leader().await.unwrap()].client_url.clone()],
-        None,
-    )
-    .await
-    .unwrap();
+    let leader = c.leader().await.unwrap();
+    let closing = RemoteKv::connect(&[c.members[leader].client_url.clone()], None)
+        .await
+        .unwrap();
     let mut last = 0;
     for k in 0..KEYS {
         let key = format!("lin/k{k}");
@@ -241,18 +240,84 @@ async fn histories_under_leader_kill_and_pause_are_linearizable() {
         history.len()
     );
     if let Err(v) = check(&history) {
-        panic!("not linearizable (seed {seed}):\n{v}");
+        panic!("not linearizable (seed {}):\n{v}", load.seed);
     }
-
-    // Every member's watch replays the same events, one per revision, none missing.
     let mut streams = Vec::new();
-    for m in &c.members {
+    for m in c.members.iter().filter(|m| m.pid().is_some()) {
         streams.push(replay(&m.client_url, last).await);
     }
     for (i, s) in streams.iter().enumerate() {
-        assert_eq!(s, &streams[0], "member {i}'s watch differs from member 0's");
+        assert_eq!(
+            s, &streams[0],
+            "running member {i}'s watch differs from the first's"
+        );
     }
     let revs: Vec<i64> = streams[0].iter().map(|e| e.0).collect();
     let want: Vec<i64> = (2..=last).collect();
     assert_eq!(revs, want, "watch revisions have gaps or duplicates");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histories_under_leader_kill_and_pause_are_linearizable() {
+    let mut c = Cluster::start(kybern(), 3).await.unwrap();
+    let load = start_load(&c);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let leader = c.leader().await.unwrap();
+    c.members[leader].kill9();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.members[leader].restart().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let leader = c.leader().await.unwrap();
+    c.members[leader].signal("STOP").unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    c.members[leader].signal("CONT").unwrap();
+    finish(&c, load).await;
+}
+
+/// Every member restarted at once (SIGTERM, then all started again), then a member added and
+/// another removed, all under load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histories_across_a_full_restart_and_membership_changes_are_linearizable() {
+    let mut c = Cluster::start(kybern(), 3).await.unwrap();
+    let load = start_load(&c);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for m in c.members.iter_mut() {
+        m.signal("TERM").unwrap();
+    }
+    for m in c.members.iter_mut() {
+        m.stop().await.unwrap();
+    }
+    for m in c.members.iter_mut() {
+        m.restart().await.unwrap();
+    }
+    c.leader().await.unwrap();
+    c.add_member("m3").await.unwrap();
+    let leader = c.leader().await.unwrap();
+    let victim = (0..3).find(|i| *i != leader).unwrap();
+    let eps = c.endpoints().join(",");
+    let st = etcdctl(
+        &c.members[victim].client_url,
+        &["endpoint", "status", "-w", "json"],
+        None,
+        Duration::from_secs(10),
+        None,
+    )
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
+    let id = v[0]["Status"]["header"]["member_id"].as_u64().unwrap();
+    let removed = etcdctl(
+        &eps,
+        &["member", "remove", &format!("{id:x}")],
+        None,
+        Duration::from_secs(30),
+        None,
+    )
+    .unwrap();
+    assert_eq!(removed.code, 0, "{}", removed.stderr);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.members[victim].try_exit_status().is_none() {
+        assert!(Instant::now() < deadline, "the removed member kept running");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    finish(&c, load).await;
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use crate::procs::{free_url, Kind, Member, MemberOpts};
+use crate::procs::{etcdctl, free_url, Kind, Member, MemberOpts};
 
 pub struct Cluster {
     pub members: Vec<Member>,
@@ -52,6 +52,69 @@ impl Cluster {
         let c = Cluster { members };
         c.leader().await?;
         Ok(c)
+    }
+
+    /// Adds a member as an operator does: `etcdctl member add` through the running members, then
+    /// a new process with an empty data dir and `--initial-cluster-state existing`; waits until
+    /// the cluster has promoted it to a voter.
+    pub async fn add_member(&mut self, name: &str) -> Result<()> {
+        let t = Duration::from_secs(30);
+        let running: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.pid().is_some())
+            .map(|m| m.client_url.clone())
+            .collect();
+        let eps = running.join(",");
+        let peer = free_url();
+        let added = etcdctl(
+            &eps,
+            &["member", "add", name, &format!("--peer-urls={peer}")],
+            None,
+            t,
+            None,
+        )?;
+        if added.code != 0 {
+            bail!("member add {name}: {}{}", added.stdout, added.stderr);
+        }
+        // The running members' names and peer URLs, as etcdctl member add prints them.
+        let initial = added
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER="))
+            .map(|v| v.trim_matches('"').to_string())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "member add printed no ETCD_INITIAL_CLUSTER: {}",
+                    added.stdout
+                )
+            })?;
+        let mut opts = MemberOpts::default().with_name(name).with_args([
+            "--initial-cluster",
+            &initial,
+            "--initial-cluster-state",
+            "existing",
+            "--initial-cluster-token",
+            "kybern-test",
+        ]);
+        opts.peer_url = Some(peer.clone());
+        let kind = self.members[0].kind().clone();
+        self.members.push(Member::start(kind, opts).await?);
+        let deadline = Instant::now() + t;
+        loop {
+            let list = etcdctl(&eps, &["member", "list", "-w", "json"], None, t, None)?;
+            let v: serde_json::Value = serde_json::from_str(&list.stdout)?;
+            let promoted = v["members"].as_array().into_iter().flatten().any(|m| {
+                m["peerURLs"][0] == peer.as_str() && m["isLearner"] != true && m["name"] == name
+            });
+            if promoted {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{name} was never promoted: {}", list.stdout);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Client URLs of every member.
