@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod member;
+
 #[derive(Parser)]
 #[command(
     name = "kybern",
@@ -50,6 +52,17 @@ enum StoreCmd {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// Cluster membership.
+    Member {
+        #[command(subcommand)]
+        cmd: MemberCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum MemberCmd {
+    /// Remove a member from the cluster and, with --data-dir, delete its data once it has stopped.
+    Remove(member::RemoveArgs),
 }
 
 #[derive(Subcommand)]
@@ -129,6 +142,13 @@ fn main() -> ExitCode {
                 );
                 Ok(())
             }
+            Cmd::Store {
+                cmd:
+                    Some(StoreCmd::Member {
+                        cmd: MemberCmd::Remove(a),
+                    }),
+                ..
+            } => member::remove(a).await,
             Cmd::Apiserver(args) => apiserver::run(args).await.map_err(failure),
             Cmd::Bench(args) => bench::run(args)
                 .await

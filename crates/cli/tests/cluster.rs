@@ -545,3 +545,55 @@ async fn a_diverged_member_raises_the_corrupt_alarm() {
         .stderr_log()
         .contains("raising the CORRUPT alarm"));
 }
+
+/// `kybern store member remove NAME --data-dir DIR` removes the member, which stops, and deletes
+/// its data directory in the same step; a name that is not a member is a clear error (exit 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kybern_member_remove_removes_and_cleans() {
+    let mut c = Cluster::start(kybern(), 3).await.unwrap();
+    let leader = c.leader().await.unwrap();
+    let victim = (leader + 1) % 3;
+    let others: Vec<String> = (0..3)
+        .filter(|i| *i != victim)
+        .map(|i| c.members[i].client_url.clone())
+        .collect();
+    let run = |args: Vec<String>| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kybern"))
+            .args(["store", "member", "remove"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let eps = others.join(",");
+    let out = run(vec!["nobody".into(), "--endpoints".into(), eps.clone()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no member \"nobody\""));
+    let dir = c.members[victim].data_dir.clone();
+    let out = run(vec![
+        format!("m{victim}"),
+        "--endpoints".into(),
+        eps.clone(),
+        "--data-dir".into(),
+        dir.display().to_string(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("removed from cluster") && stdout.contains("Deleted its data directory")
+    );
+    assert!(!dir.exists());
+    assert!(c.members[victim].try_exit_status().is_some());
+    let list = etcdctl(
+        &eps,
+        &["member", "list"],
+        None,
+        Duration::from_secs(20),
+        None,
+    )
+    .unwrap();
+    assert_eq!(list.stdout.lines().count(), 2, "{}", list.stdout);
+}
