@@ -81,6 +81,14 @@ enum SnapshotCmd {
         /// file copied out of an etcd data dir.
         #[arg(long)]
         skip_hash_check: bool,
+        /// Restore one member of a new cluster (etcd's flags): NAME=PEER-URL pairs of every member.
+        /// Restore the same snapshot for each member with its --name, then start them all with
+        /// the same --initial-cluster and --initial-cluster-token.
+        #[arg(long)]
+        initial_cluster: Option<String>,
+        /// The new cluster's token (with --initial-cluster).
+        #[arg(long, default_value = "etcd-cluster")]
+        initial_cluster_token: String,
     },
 }
 
@@ -116,15 +124,31 @@ fn main() -> ExitCode {
                                 data_dir,
                                 name,
                                 skip_hash_check,
+                                initial_cluster,
+                                initial_cluster_token,
                             },
                     }),
                 ..
             } => {
+                // Check the cluster flags before anything is written.
+                let identity = match &initial_cluster {
+                    Some(ic) => Some(cluster_identity(ic, &initial_cluster_token, &name)?),
+                    None => None,
+                };
                 let opts = store::RestoreOptions {
                     name,
                     skip_hash_check,
                 };
-                mvcc_restore(&file, &data_dir, &opts)
+                mvcc_restore(&file, &data_dir, &opts)?;
+                if let Some((cluster_id, member_id)) = identity {
+                    let mut st = mvcc::Store::open(&data_dir).map_err(|e| (1, e.to_string()))?;
+                    st.set_identity(cluster_id, member_id).map_err(|e| (1, e.to_string()))?;
+                    println!(
+                        "member {member_id:x} of new cluster {cluster_id:x}: start it with the same \
+                         --name, --initial-cluster and --initial-cluster-token"
+                    );
+                }
+                Ok(())
             }
             Cmd::Store {
                 cmd: Some(StoreCmd::Recover { data_dir }),
@@ -162,6 +186,18 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// (cluster id, member id) of member `name` of a new cluster, as the replicated store derives them.
+fn cluster_identity(initial: &str, token: &str, name: &str) -> Result<(u64, u64), (u8, String)> {
+    let members = store::raft::node::parse_initial_cluster(initial, token).map_err(|e| (2, e))?;
+    let me = members
+        .iter()
+        .find(|(_, m)| m.name == name)
+        .map(|(id, _)| *id)
+        .ok_or_else(|| (2, format!("--name {name} is not in --initial-cluster")))?;
+    let ids: Vec<u64> = members.keys().copied().collect();
+    Ok((store::raft::cluster_id(&ids), me))
 }
 
 fn mvcc_restore(

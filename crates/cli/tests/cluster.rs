@@ -597,3 +597,96 @@ async fn kybern_member_remove_removes_and_cleans() {
     .unwrap();
     assert_eq!(list.stdout.lines().count(), 2, "{}", list.stdout);
 }
+
+/// A snapshot of one cluster rebuilds a whole new cluster on new addresses: each member is
+/// restored with its name and the new --initial-cluster, then all start together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_rebuilds_a_cluster_on_new_addresses() {
+    let old = Cluster::start(kybern(), 3).await.unwrap();
+    let client = kv(&old.members[0].client_url).await;
+    for i in 0..25 {
+        let put = PbPutRequest {
+            key: format!("snap{i:02}").into_bytes(),
+            value: format!("v{i}").into_bytes(),
+            ..Default::default()
+        };
+        client.put(put).await.unwrap();
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let snap = tmp.path().join("backup.db");
+    let saved = etcdctl(
+        &old.members[0].client_url,
+        &["snapshot", "save", snap.to_str().unwrap()],
+        None,
+        Duration::from_secs(30),
+        None,
+    )
+    .unwrap();
+    assert_eq!(saved.code, 0, "{}", saved.stderr);
+    drop(old);
+    let peers: Vec<String> = (0..3).map(|_| testkit::procs::free_url()).collect();
+    let initial = peers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("n{i}={p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut members = Vec::new();
+    for (i, peer) in peers.iter().enumerate() {
+        let dir = tmp.path().join(format!("n{i}"));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kybern"))
+            .args(["store", "snapshot", "restore"])
+            .arg(&snap)
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--name", &format!("n{i}"), "--initial-cluster", &initial])
+            .args(["--initial-cluster-token", "kybern-test"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut opts = testkit::procs::MemberOpts::default()
+            .with_name(format!("n{i}"))
+            .with_data_dir(dir)
+            .with_args([
+                "--initial-cluster",
+                &initial,
+                "--initial-cluster-state",
+                "new",
+            ])
+            .with_args(["--initial-cluster-token", "kybern-test"]);
+        opts.peer_url = Some(peer.clone());
+        opts.wait_ready = false;
+        members.push(testkit::procs::Member::start(kybern(), opts).await.unwrap());
+    }
+    for m in &mut members {
+        m.wait_ready().await.unwrap();
+    }
+    let new = Cluster { members };
+    new.leader().await.unwrap();
+    for m in &new.members {
+        let kv = kv(&m.client_url).await;
+        let r = kv
+            .range(PbRangeRequest {
+                key: b"snap".to_vec(),
+                range_end: b"snaq".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(r.kvs.len(), 25, "on {}", m.client_url);
+    }
+    client_put_ok(&new.members[2].client_url).await;
+    let list = etcdctl(
+        &new.endpoints().join(","),
+        &["member", "list"],
+        None,
+        Duration::from_secs(20),
+        None,
+    )
+    .unwrap();
+    assert_eq!(list.stdout.lines().count(), 3, "{}", list.stdout);
+}
