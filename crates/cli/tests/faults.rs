@@ -1,5 +1,6 @@
 //! Fault tests: clients drive a three-member kybern cluster while its leader is killed (kill -9)
-//! and restarted, then paused (SIGSTOP) past the election timeout and resumed. Every operation is
+//! and restarted, paused (SIGSTOP) past the election timeout and resumed, then a follower is killed
+//! and restarted; and across a restart of every member at once and membership changes. Every operation is
 //! recorded with its outcome (ok, or unknown on an error or timeout); the history must be
 //! linearizable, and the watch streams of every member must be the same, in order, without gaps
 //! or duplicates. The schedule and the clients' choices come from a fixed seed; a longer
@@ -271,6 +272,10 @@ async fn histories_under_leader_kill_and_pause_are_linearizable() {
     c.members[leader].signal("STOP").unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     c.members[leader].signal("CONT").unwrap();
+    let follower = (c.leader().await.unwrap() + 1) % 3;
+    c.members[follower].kill9();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    c.members[follower].restart().await.unwrap();
     finish(&c, load).await;
 }
 
