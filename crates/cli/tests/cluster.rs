@@ -88,6 +88,22 @@ async fn etcdctl_sees_every_member_and_one_leader() {
     );
 }
 
+/// Puts `n` keys `<prefix><i>` with value `v<i>` through `kv`.
+async fn put_n(kv: &RemoteKv, prefix: &str, n: usize) -> Vec<String> {
+    let mut keys = Vec::new();
+    for i in 0..n {
+        let key = format!("{prefix}{i:03}");
+        let put = PbPutRequest {
+            key: key.clone().into_bytes(),
+            value: format!("v{i}").into_bytes(),
+            ..Default::default()
+        };
+        kv.put(put).await.unwrap();
+        keys.push(key);
+    }
+    keys
+}
+
 async fn get_local(kv: &RemoteKv, key: &str) -> Option<Vec<u8>> {
     let r = kv
         .range(PbRangeRequest {
@@ -226,31 +242,10 @@ async fn members_are_added_promoted_and_removed() {
     let eps = c.endpoints().join(",");
     let t = Duration::from_secs(30);
     let client = kv(&c.members[0].client_url).await;
-    for i in 0..20 {
-        let put = PbPutRequest {
-            key: format!("m{i}").into_bytes(),
-            value: b"x".to_vec(),
-            ..Default::default()
-        };
-        client.put(put).await.unwrap();
-    }
-    let peer = testkit::procs::free_url();
-    let added = etcdctl(
-        &eps,
-        &["member", "add", "m3", &format!("--peer-urls={peer}")],
-        None,
-        t,
-        None,
-    )
-    .unwrap();
-    assert_eq!(added.code, 0, "{}{}", added.stdout, added.stderr);
-    assert!(
-        added
-            .stdout
-            .contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""),
-        "{}",
-        added.stdout
-    );
+    put_n(&client, "m", 20).await;
+    // Joins as a learner, catches up and is promoted (add_member waits for the promotion).
+    c.add_member("m3").await.unwrap();
+    let peer = c.members[3].peer_url.clone();
     let again = etcdctl(
         &eps,
         &["member", "add", "other", &format!("--peer-urls={peer}")],
@@ -266,53 +261,10 @@ async fn members_are_added_promoted_and_removed() {
         "{}",
         again.stderr
     );
-    let initial = c
-        .members
-        .iter()
-        .enumerate()
-        .map(|(i, m)| format!("m{i}={}", m.peer_url))
-        .chain([format!("m3={peer}")])
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut opts = testkit::procs::MemberOpts::default()
-        .with_name("m3")
-        .with_args([
-            "--initial-cluster",
-            &initial,
-            "--initial-cluster-state",
-            "existing",
-            "--initial-cluster-token",
-            "kybern-test",
-        ]);
-    opts.peer_url = Some(peer.clone());
-    let joined = testkit::procs::Member::start(kybern(), opts).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let list = etcdctl(&eps, &["member", "list", "-w", "json"], None, t, None).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
-        let m3 = v["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["peerURLs"][0] == peer.as_str())
-            .cloned();
-        if m3
-            .as_ref()
-            .is_some_and(|m| m["isLearner"] != true && m["name"] == "m3")
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "m3 was never promoted: {}",
-            list.stdout
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let newcomer = kv(&joined.client_url).await;
+    let newcomer = kv(&c.members[3].client_url).await;
     assert_eq!(
-        get_local(&newcomer, "m19").await.as_deref(),
-        Some(b"x".as_slice())
+        get_local(&newcomer, "m019").await.as_deref(),
+        Some(b"v19".as_slice())
     );
 
     let status = etcdctl(
@@ -398,17 +350,7 @@ async fn client_put_ok(url: &str) {
 async fn a_survivor_recovers_and_two_fresh_members_rejoin() {
     let mut c = Cluster::start(kybern(), 3).await.unwrap();
     let client = kv(&c.members[0].client_url).await;
-    let mut acked = Vec::new();
-    for i in 0..30 {
-        let key = format!("r{i:02}");
-        let put = PbPutRequest {
-            key: key.clone().into_bytes(),
-            value: b"kept".to_vec(),
-            ..Default::default()
-        };
-        client.put(put).await.unwrap();
-        acked.push(key);
-    }
+    let acked = put_n(&client, "r", 30).await;
     c.members[1].kill9();
     c.members[2].kill9();
     c.members[0].stop().await.unwrap();
@@ -470,17 +412,10 @@ async fn a_diverged_member_raises_the_corrupt_alarm() {
     let mut c = Cluster::start_with(kybern(), 3, &args).await.unwrap();
     let leader = c.leader().await.unwrap();
     let client = kv(&c.members[leader].client_url).await;
-    for i in 0..10 {
-        let put = PbPutRequest {
-            key: format!("h{i}").into_bytes(),
-            value: b"same".to_vec(),
-            ..Default::default()
-        };
-        client.put(put).await.unwrap();
-    }
+    put_n(&client, "h", 10).await;
     let victim = (leader + 1) % 3;
     let follower = kv(&c.members[victim].client_url).await;
-    while get_local(&follower, "h9").await.is_none() {
+    while get_local(&follower, "h009").await.is_none() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let id = {
@@ -604,14 +539,7 @@ async fn kybern_member_remove_removes_and_cleans() {
 async fn a_snapshot_rebuilds_a_cluster_on_new_addresses() {
     let old = Cluster::start(kybern(), 3).await.unwrap();
     let client = kv(&old.members[0].client_url).await;
-    for i in 0..25 {
-        let put = PbPutRequest {
-            key: format!("snap{i:02}").into_bytes(),
-            value: format!("v{i}").into_bytes(),
-            ..Default::default()
-        };
-        client.put(put).await.unwrap();
-    }
+    put_n(&client, "snap", 25).await;
     let tmp = tempfile::tempdir().unwrap();
     let snap = tmp.path().join("backup.db");
     let saved = etcdctl(

@@ -645,6 +645,10 @@ impl Kv for Member {
         &self,
         req: PbLeaseTimeToLiveRequest,
     ) -> Result<PbLeaseTimeToLiveResponse, Status> {
+        if let Some(node) = self.raft() {
+            // As etcd answers it from the leader: a lease granted or revoked anywhere is seen.
+            node.linearize().await?;
+        }
         let header = self.header(self.store.revision());
         Ok(match self.store.lease_time_to_live(req.id) {
             Some((ttl, granted, keys)) => PbLeaseTimeToLiveResponse {

@@ -28,13 +28,36 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `stop()` waits after SIGTERM before it kills.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A free TCP port on 127.0.0.1 (bound then released: another process could take it in between,
-/// which is unlikely enough for tests).
+/// A free TCP port on 127.0.0.1, bound then released. It is drawn at random below the kernel's
+/// ephemeral range (32768 and up), where outgoing connections take their ports, so that nothing
+/// else grabs it before the member binds it; ports handed out in this process are not reused.
 pub fn free_port() -> u16 {
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let port = 20000 + (rand_u32() % 12000) as u16;
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("bind 127.0.0.1:0")
+}
+
+/// A random number from the process's hasher keys and the clock (no extra dependency).
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish() as u32
 }
 
 /// `http://127.0.0.1:<free port>`.

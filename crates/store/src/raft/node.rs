@@ -183,13 +183,16 @@ impl RaftNode {
             .collect()
     }
 
-    /// Proposes `op` if this member leads; `None` when it does not.
-    pub async fn write_as_leader(&self, op: Op) -> Option<Reply> {
+    /// Proposes `op` if this member leads: the log index it was applied at (0 when it failed
+    /// before) and its answer; `None` when this member does not lead.
+    pub async fn write_as_leader(&self, op: Op) -> Option<(u64, Reply)> {
         match self.raft.client_write(Cmd(op)).await {
-            Ok(r) => Some(r.data),
+            Ok(r) => Some((r.log_id.index, r.data)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => None,
-            Err(RaftError::APIError(e)) => Some(Reply(Some(Err(Status::internal(e.to_string()))))),
-            Err(RaftError::Fatal(_)) => Some(Reply(Some(Err(errors::stopped())))),
+            Err(RaftError::APIError(e)) => {
+                Some((0, Reply(Some(Err(Status::internal(e.to_string()))))))
+            }
+            Err(RaftError::Fatal(_)) => Some((0, Reply(Some(Err(errors::stopped()))))),
         }
     }
 
@@ -206,16 +209,26 @@ impl RaftNode {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if self.is_leader() {
-                if let Some(r) = self.write_as_leader(op.clone()).await {
+                if let Some((_, r)) = self.write_as_leader(op.clone()).await {
                     return unwrap(r);
                 }
             } else if let Some((_, node)) = self.leader() {
                 match self
                     .peers
-                    .call::<Cmd, Reply>(&node, "/raft/forward", &Cmd(op.clone()), left)
+                    .call::<Cmd, (u64, Reply)>(&node, "/raft/forward", &Cmd(op.clone()), left)
                     .await
                 {
-                    Ok(r) => return unwrap(r),
+                    Ok((index, r)) => {
+                        // Answer once this member has applied the write too, as etcd does: what
+                        // a client does next here (a read, a watch) sees it.
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        let _ = self
+                            .raft
+                            .wait(Some(left))
+                            .applied_index_at_least(Some(index), "forwarded write")
+                            .await;
+                        return unwrap(r);
+                    }
                     // Nothing was applied: the leader moved or is down; look again.
                     Err(CallError::Unreachable(..)) | Err(CallError::Refused(..)) => {}
                     Err(e @ CallError::Unknown(..)) => {
