@@ -40,6 +40,8 @@ pub struct ClusterConfig {
     pub snapshot_count: u64,
     /// Entries kept after a snapshot (`--experimental-snapshot-catchup-entries`).
     pub catchup_entries: u64,
+    /// How https:// peer URLs are dialed (the `--peer-*` TLS flags).
+    pub peer_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Parses `--initial-cluster` (`name=url,name=url,...`; a name may repeat for several URLs) into
@@ -109,7 +111,7 @@ impl RaftNode {
         .validate()
         .context("raft configuration (--heartbeat-interval, --election-timeout)")?;
         let log = LogStore::open(data_dir).context("opening the raft log")?;
-        let peers = Peers::default();
+        let peers = Peers::new(cfg.peer_tls.clone());
         let sm = StateMachine {
             store: store.clone(),
             dir: data_dir.join("member"),
