@@ -96,6 +96,20 @@ pub struct StoreArgs {
     /// Require client certificates signed by --trusted-ca-file.
     #[arg(long)]
     pub client_cert_auth: bool,
+    /// Path to the peer TLS certificate file: served on https peer URLs and presented as client
+    /// certificate to other members.
+    #[arg(long)]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Path to the peer TLS key file.
+    #[arg(long)]
+    pub peer_key_file: Option<PathBuf>,
+    /// Path to the peer TLS trusted CA file: verifies other members' certificates (the system's
+    /// CA bundle when not given).
+    #[arg(long)]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Require peer client certificates signed by --peer-trusted-ca-file.
+    #[arg(long)]
+    pub peer_client_cert_auth: bool,
     /// Auth token kind: `simple` (etcd's default; tokens kept in memory by the member).
     #[arg(long, default_value = "simple")]
     pub auth_token: String,
@@ -142,6 +156,7 @@ struct FileConfig {
     auth_token_ttl: Option<u64>,
     bcrypt_cost: Option<u32>,
     client_transport_security: Option<FileTls>,
+    peer_transport_security: Option<FileTls>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -216,6 +231,13 @@ impl StoreArgs {
                 self.trusted_ca_file = t.trusted_ca_file.or(self.trusted_ca_file);
                 self.client_cert_auth = t.client_cert_auth.unwrap_or(self.client_cert_auth);
             }
+            if let Some(t) = f.peer_transport_security {
+                self.peer_cert_file = t.cert_file.or(self.peer_cert_file);
+                self.peer_key_file = t.key_file.or(self.peer_key_file);
+                self.peer_trusted_ca_file = t.trusted_ca_file.or(self.peer_trusted_ca_file);
+                self.peer_client_cert_auth =
+                    t.client_cert_auth.unwrap_or(self.peer_client_cert_auth);
+            }
         }
         for u in self
             .client_urls()?
@@ -229,6 +251,29 @@ impl StoreArgs {
         if self.client_cert_auth && self.trusted_ca_file.is_none() {
             return Err(ConfigError(
                 "--client-cert-auth needs --trusted-ca-file".into(),
+            ));
+        }
+        for u in self
+            .peer_urls()?
+            .iter()
+            .chain(&self.advertised_peer_urls()?)
+        {
+            if u.scheme() == "https"
+                && (self.peer_cert_file.is_none() || self.peer_key_file.is_none())
+            {
+                return Err(ConfigError(format!(
+                    "{u} needs --peer-cert-file and --peer-key-file"
+                )));
+            }
+        }
+        if self.peer_cert_file.is_some() != self.peer_key_file.is_some() {
+            return Err(ConfigError(
+                "--peer-cert-file and --peer-key-file go together".into(),
+            ));
+        }
+        if self.peer_client_cert_auth && self.peer_trusted_ca_file.is_none() {
+            return Err(ConfigError(
+                "--peer-client-cert-auth needs --peer-trusted-ca-file".into(),
             ));
         }
         if self.auth_token.split(',').next() != Some("simple") {
@@ -289,6 +334,13 @@ impl StoreArgs {
 
     pub fn peer_urls(&self) -> Result<Vec<url::Url>, ConfigError> {
         parse_urls("--listen-peer-urls", &self.listen_peer_urls)
+    }
+
+    pub fn advertised_peer_urls(&self) -> Result<Vec<url::Url>, ConfigError> {
+        parse_urls(
+            "--initial-advertise-peer-urls",
+            &self.initial_advertise_peer_urls,
+        )
     }
 
     pub fn data_dir(&self) -> PathBuf {

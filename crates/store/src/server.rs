@@ -128,7 +128,9 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
     let tls = crate::tls::server_config(&args)?;
     let member = if args.replicated() {
         let members = args.cluster().map_err(anyhow::Error::msg)?;
-        let (me, cluster_id) = identity(&args, &data_dir, &members).await?;
+        let peer_tls = crate::tls::peer_client_config(&args)?;
+        let peer_server_tls = crate::tls::peer_server_config(&args)?;
+        let (me, cluster_id) = identity(&args, &data_dir, &members, &peer_tls).await?;
         let cluster = ClusterConfig {
             me,
             cluster_id,
@@ -140,6 +142,7 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
             snapshot_count: args.snapshot_count.max(1),
             catchup_entries: args.experimental_snapshot_catchup_entries,
             corrupt_check: args.experimental_corrupt_check_time,
+            peer_tls: Some(peer_tls),
         };
         // Peers must reach this member before it can take part in an election.
         let m = Member::start_replicated(&data_dir, settings, &cluster)
@@ -150,11 +153,14 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
             let listener = TcpListener::bind(host_port(&url, 2380))
                 .await
                 .with_context(|| format!("cannot listen on peer URL {url}"))?;
-            tracing::info!(%url, "serving peer traffic (raft)");
+            let tls = (url.scheme() == "https")
+                .then(|| peer_server_tls.clone())
+                .flatten();
+            tracing::info!(%url, tls = tls.is_some(), client_cert_auth = tls.is_some() && args.peer_client_cert_auth, "serving peer traffic (raft)");
             tokio::spawn(accept_loop(
                 listener,
                 crate::raft::peer::router(node.clone()),
-                None,
+                tls,
             ));
         }
         m
@@ -213,6 +219,7 @@ async fn identity(
     args: &StoreArgs,
     data_dir: &std::path::Path,
     members: &std::collections::BTreeMap<u64, crate::raft::MemberInfo>,
+    peer_tls: &Arc<rustls::ClientConfig>,
 ) -> anyhow::Result<(u64, u64)> {
     if mvcc::backend::db_path(data_dir).exists()
         && args.initial_cluster_state == ClusterState::Existing
@@ -235,7 +242,7 @@ async fn identity(
         let ids: Vec<u64> = members.keys().copied().collect();
         return Ok((me, crate::raft::cluster_id(&ids)));
     }
-    let peers = crate::raft::network::Peers::default();
+    let peers = crate::raft::network::Peers::new(Some(peer_tls.clone()));
     for (_, m) in members.iter().filter(|(_, m)| m.peer_urls != mine) {
         let answer = peers
             .call::<(), (u64, Vec<(u64, crate::raft::MemberInfo)>)>(
@@ -331,7 +338,7 @@ pub async fn accept_loop(
                             .await
                     }
                     Err(e) => {
-                        tracing::debug!(%peer, "TLS handshake failed: {e}");
+                        tracing::warn!(%peer, "rejected connection: TLS handshake failed: {e}");
                         return;
                     }
                 },

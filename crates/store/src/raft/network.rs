@@ -1,13 +1,18 @@
-//! Peer RPCs, client side: HTTP/2 (cleartext, prior knowledge) POSTs to a member's first peer URL
-//! with postcard bodies. Raft messages, forwarded writes and read-index requests all travel here.
+//! Peer RPCs, client side: HTTP/2 POSTs to a member's first peer URL with postcard bodies,
+//! cleartext with prior knowledge on http:// peer URLs and over TLS on https:// ones. Raft messages,
+//! forwarded writes and read-index requests all travel here.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -37,20 +42,165 @@ pub enum CallError {
 
 #[derive(Clone)]
 pub struct Peers {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<PeerConnector, Full<Bytes>>,
 }
 
-impl Default for Peers {
-    fn default() -> Self {
+impl Peers {
+    /// `tls` is what https:// peer URLs are dialed with (see `tls::peer_client_config`); without
+    /// it only http:// peers can be reached.
+    pub fn new(tls: Option<Arc<rustls::ClientConfig>>) -> Self {
         let mut c = HttpConnector::new();
         c.set_nodelay(true);
         c.set_connect_timeout(Some(Duration::from_millis(500)));
+        c.enforce_http(false);
+        let connector = PeerConnector {
+            http: c,
+            tls: tls.map(tokio_rustls::TlsConnector::from),
+        };
         Peers {
             client: Client::builder(TokioExecutor::new())
                 .http2_only(true)
-                .build(c),
+                .build(connector),
         }
     }
+}
+
+/// A connection to a peer: TCP, then TLS for https:// URLs.
+#[derive(Clone)]
+pub struct PeerConnector {
+    http: HttpConnector,
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower::Service<http::Uri> for PeerConnector {
+    type Response = PeerStream;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<PeerStream, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.http.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let https = uri.scheme_str() == Some("https");
+        let host = uri
+            .host()
+            .unwrap_or("")
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let peer = format!(
+            "{}:{}",
+            uri.host().unwrap_or(""),
+            uri.port_u16().unwrap_or(443)
+        );
+        let tls = self.tls.clone();
+        let tcp = self.http.call(uri);
+        Box::pin(async move {
+            let tcp = tcp.await?;
+            if !https {
+                return Ok(PeerStream::Plain(tcp));
+            }
+            let tls = tls.ok_or("an https peer URL, but no peer TLS configured")?;
+            let name = rustls::pki_types::ServerName::try_from(host)?;
+            let s = tls
+                .connect(name, tcp.into_inner())
+                .await
+                .map_err(|e| format!("TLS handshake: {e}"))?;
+            Ok(PeerStream::Tls(Box::new(TokioIo::new(s)), peer))
+        })
+    }
+}
+
+pub enum PeerStream {
+    Plain(TokioIo<tokio::net::TcpStream>),
+    /// With the peer's host:port, to name it when TLS fails.
+    Tls(
+        Box<TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>,
+        String,
+    ),
+}
+
+/// Logs a TLS failure on an established peer connection. Under TLS 1.3 the peer checks this
+/// member's client certificate after the handshake has finished here, so its refusal (an alert)
+/// arrives on the first read, and HTTP/2 would otherwise report only a closed channel.
+fn log_tls_error<T>(peer: &str, r: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+    if let Poll::Ready(Err(e)) = &r {
+        if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            tracing::warn!(%peer, "TLS connection to peer failed: {tls}");
+        }
+    }
+    r
+}
+
+impl Connection for PeerStream {
+    fn connected(&self) -> Connected {
+        match self {
+            PeerStream::Plain(s) => s.connected(),
+            PeerStream::Tls(s, _) => {
+                let c = s.inner().get_ref().0.connected();
+                if s.inner().get_ref().1.alpn_protocol() == Some(b"h2") {
+                    c.negotiated_h2()
+                } else {
+                    c
+                }
+            }
+        }
+    }
+}
+
+impl hyper::rt::Read for PeerStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            PeerStream::Tls(s, peer) => log_tls_error(peer, Pin::new(s).poll_read(cx, buf)),
+        }
+    }
+}
+
+impl hyper::rt::Write for PeerStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            PeerStream::Tls(s, peer) => log_tls_error(peer, Pin::new(s).poll_write(cx, buf)),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            PeerStream::Tls(s, _) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            PeerStream::Tls(s, _) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// An error with its causes (a connect error's cause is what went wrong, such as a TLS failure).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
 }
 
 impl Peers {
@@ -75,9 +225,9 @@ impl Peers {
         let answer = async {
             let resp = self.client.request(request).await.map_err(|e| {
                 if e.is_connect() {
-                    CallError::Unreachable(url.clone(), e.to_string())
+                    CallError::Unreachable(url.clone(), with_causes(&e))
                 } else {
-                    CallError::Unknown(url.clone(), e.to_string())
+                    CallError::Unknown(url.clone(), with_causes(&e))
                 }
             })?;
             let status = resp.status();

@@ -43,6 +43,8 @@ pub struct ClusterConfig {
     /// How often the leader compares members' HashKV (`--experimental-corrupt-check-time`; zero:
     /// never).
     pub corrupt_check: Duration,
+    /// How https:// peer URLs are dialed (the `--peer-*` TLS flags).
+    pub peer_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Parses `--initial-cluster` (`name=url,name=url,...`; a name may repeat for several URLs) into
@@ -112,7 +114,7 @@ impl RaftNode {
         .validate()
         .context("raft configuration (--heartbeat-interval, --election-timeout)")?;
         let log = LogStore::open(data_dir).context("opening the raft log")?;
-        let peers = Peers::default();
+        let peers = Peers::new(cfg.peer_tls.clone());
         let sm = StateMachine {
             store: store.clone(),
             dir: data_dir.join("member"),
