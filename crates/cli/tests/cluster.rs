@@ -72,6 +72,24 @@ async fn etcdctl_sees_every_member_and_one_leader() {
         .filter(|r| r["Status"]["leader"] == r["Status"]["header"]["member_id"])
         .count();
     assert_eq!(leader_rows, 1, "{}", out.stdout);
+    // A peer request from a member of another cluster is refused.
+    let foreign = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--http2-prior-knowledge",
+            "-X",
+            "POST",
+            "-H",
+            "x-etcd-cluster-id: 1234",
+        ])
+        .args(["-w", " %{http_code}"])
+        .arg(format!("{}/raft/vote", c.members[1].peer_url))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&foreign.stdout),
+        "cluster ID mismatch 412"
+    );
     let out = etcdctl(
         first,
         &["endpoint", "health", "--cluster"],

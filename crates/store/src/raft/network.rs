@@ -43,9 +43,21 @@ pub enum CallError {
 #[derive(Clone)]
 pub struct Peers {
     client: Client<PeerConnector, Full<Bytes>>,
+    /// Sent with every request (`X-Etcd-Cluster-ID`, as etcd's peers do) so that a member of
+    /// another cluster is refused; 0 while a joining member does not know it yet.
+    cluster_id: u64,
 }
 
+/// The header carrying the sender's cluster id (etcd's name for it).
+pub const CLUSTER_ID_HEADER: &str = "x-etcd-cluster-id";
+
 impl Peers {
+    /// These peers as members of cluster `id`.
+    pub fn with_cluster(mut self, id: u64) -> Self {
+        self.cluster_id = id;
+        self
+    }
+
     /// `tls` is what https:// peer URLs are dialed with (see `tls::peer_client_config`); without
     /// it only http:// peers can be reached.
     pub fn new(tls: Option<Arc<rustls::ClientConfig>>) -> Self {
@@ -61,6 +73,7 @@ impl Peers {
             client: Client::builder(TokioExecutor::new())
                 .http2_only(true)
                 .build(connector),
+            cluster_id: 0,
         }
     }
 }
@@ -218,8 +231,12 @@ impl Peers {
             .map(|u| u.trim_end_matches('/'))
             .unwrap_or("");
         let url = format!("{base}{path}");
-        let request = http::Request::post(&url)
-            .header("content-type", "application/octet-stream")
+        let mut request =
+            http::Request::post(&url).header("content-type", "application/octet-stream");
+        if self.cluster_id != 0 {
+            request = request.header(CLUSTER_ID_HEADER, format!("{:x}", self.cluster_id));
+        }
+        let request = request
             .body(Full::new(Bytes::from(enc(req))))
             .map_err(|e| CallError::Unreachable(url.clone(), e.to_string()))?;
         let answer = async {

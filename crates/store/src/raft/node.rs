@@ -114,7 +114,7 @@ impl RaftNode {
         .validate()
         .context("raft configuration (--heartbeat-interval, --election-timeout)")?;
         let log = LogStore::open(data_dir).context("opening the raft log")?;
-        let peers = Peers::new(cfg.peer_tls.clone());
+        let peers = Peers::new(cfg.peer_tls.clone()).with_cluster(cfg.cluster_id);
         let sm = StateMachine {
             store: store.clone(),
             dir: data_dir.join("member"),

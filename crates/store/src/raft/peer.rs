@@ -29,7 +29,34 @@ pub fn router(node: Arc<RaftNode>) -> axum::Router {
         .route("/raft/member", post(member))
         .route("/raft/members", post(members))
         .route("/raft/hashkv", post(hashkv))
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            same_cluster,
+        ))
         .with_state(node)
+}
+
+/// Refuses a request from a member of another cluster (etcd answers 412 "cluster ID mismatch").
+async fn same_cluster(
+    State(n): State<Arc<RaftNode>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let theirs = req
+        .headers()
+        .get(super::network::CLUSTER_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| u64::from_str_radix(v, 16).ok());
+    match theirs {
+        Some(id) if id != n.store.cluster_id => {
+            tracing::warn!(
+                remote_cluster = %format!("{id:x}"), local_cluster = %format!("{:x}", n.store.cluster_id),
+                "refused a peer request from a member of another cluster (check --initial-cluster-token and the data dirs)"
+            );
+            (StatusCode::PRECONDITION_FAILED, "cluster ID mismatch").into_response()
+        }
+        _ => next.run(req).await,
+    }
 }
 
 fn decode<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
