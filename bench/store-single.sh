@@ -11,19 +11,9 @@
 #                                          NO_RECORD=1 prints the table without writing it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
 
-scripts/deps.sh
-if ! command -v jq >/dev/null; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-  $SUDO apt-get install -y -qq jq >/dev/null
-fi
-
-echo "building kybern (release)..." >&2
-cargo build --release -p cli >&2
-KYBERN="${CARGO_TARGET_DIR:-$ROOT/target}/release/kybern"
-ETCD=/usr/bin/etcd
-ETCDCTL=/usr/bin/etcdctl
+. bench/lib.sh
+bench_setup
 
 PUT_TOTAL=${PUT_TOTAL:-100000}
 RANGE_TOTAL=${RANGE_TOTAL:-100000}
@@ -31,15 +21,8 @@ WORK=${BENCH_DIR:-$(mktemp -d /tmp/kybern-bench.XXXXXX)}
 mkdir -p "$WORK"
 echo "work dir: $WORK" >&2
 
-free_port() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 20000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
-  done
-}
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-K_PORT=$(free_port); E_PORT=$(free_port); E_PEER=$(free_port)
+alloc_ports 3; K_PORT=${PORTS[0]}; E_PORT=${PORTS[1]}; E_PEER=${PORTS[2]}
 K_URL=http://127.0.0.1:$K_PORT
 E_URL=http://127.0.0.1:$E_PORT
 
@@ -64,21 +47,13 @@ K_PID=$!; PIDS+=("$K_PID")
   >"$WORK/etcd.log" 2>&1 &
 E_PID=$!; PIDS+=("$E_PID")
 
-wait_ready() {
-  for _ in $(seq 1 150); do
-    if ETCDCTL_API=3 "$ETCDCTL" --endpoints "$1" endpoint health >/dev/null 2>&1; then return 0; fi
-    sleep 0.2
-  done
-  echo "$1 did not become healthy; logs in $WORK" >&2
-  exit 1
-}
 wait_ready "$K_URL"
 wait_ready "$E_URL"
 
 # The key the range benchmarks read: one 8-byte key holding a 256-byte value.
 VALUE=$(head -c 192 /dev/urandom | base64 -w0)
 for u in "$K_URL" "$E_URL"; do
-  ETCDCTL_API=3 "$ETCDCTL" --endpoints "$u" put rangekey "$VALUE" >/dev/null
+  "$ETCDCTL" --endpoints "$u" put rangekey "$VALUE" >/dev/null
 done
 
 G="--conns 100 --clients 1000"
@@ -106,34 +81,18 @@ for b in put range-l range-s watch; do
   run "etcd-$b" "$E_URL" $args
 done
 
-hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 K_HWM=$(hwm_kib "$K_PID"); E_HWM=$(hwm_kib "$E_PID")
 
 # Checks that the put run really wrote its keys, on both.
 for u in "$K_URL" "$E_URL"; do
-  n=$(ETCDCTL_API=3 "$ETCDCTL" --endpoints "$u" get "" --prefix --keys-only --limit 1 -w json | jq .count)
+  n=$("$ETCDCTL" --endpoints "$u" get "" --prefix --keys-only --limit 1 -w json | jq .count)
   echo "$u holds $n keys" >&2
 done
 
-j() { jq -r "$2" "$WORK/$1.json"; }
-ms() { printf '%.2f' "$(j "$1" ".reports[$2].latency.$3")"; }
-rps() { printf '%.0f' "$(j "$1" ".reports[0].requests_per_sec")"; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", a / b }'; }
-row() { # label kybern etcd
-  printf '| %s | %s | %s | %s |\n' "$1" "$2" "$3" "$(ratio "$2" "$3")"
-}
-
-DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
-COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-DIRTY=$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo "+dirty" || true)
-CORES=$(nproc)
-MEM=$(awk '/^MemTotal:/ {printf "%.0f", $2 / 1048576}' /proc/meminfo)
-ETCD_VER=$("$ETCD" --version | awk '/etcd Version/ {print $3}')
+run_facts
 KPR=$(rps kybern-put); EPR=$(rps etcd-put)
 KP99=$(ms kybern-put 0 p99_ms); EP99=$(ms etcd-put 0 p99_ms)
-K_MIB=$(awk -v k="$K_HWM" 'BEGIN { printf "%.0f", k / 1024 }')
-E_MIB=$(awk -v k="$E_HWM" 'BEGIN { printf "%.0f", k / 1024 }')
-verdict() { if awk "BEGIN { exit !($1) }"; then echo met; else echo "NOT met"; fi; }
+K_MIB=$(kib_to_mib "$K_HWM"); E_MIB=$(kib_to_mib "$E_HWM")
 
 TABLE=$(
   echo "## Store 1, single member: $DATE"
@@ -185,12 +144,4 @@ TABLE=$(
     "($(ratio "$KPR" "$EPR")x); put p99 <= etcd: $(verdict "$KP99 <= $EP99");" \
     "peak RSS <= etcd: $(verdict "$K_HWM <= $E_HWM")."
 )
-echo "$TABLE"
-if [ "${NO_RECORD:-0}" != 1 ]; then
-  if [ ! -f BENCHMARKS.md ]; then
-    printf '# kybern benchmarks\n\nEach section is one run of the script named in it, newest last.\n' \
-      >BENCHMARKS.md
-  fi
-  printf '\n%s\n' "$TABLE" >>BENCHMARKS.md
-  echo "appended to $ROOT/BENCHMARKS.md" >&2
-fi
+record "$TABLE"
