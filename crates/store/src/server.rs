@@ -312,7 +312,12 @@ pub async fn accept_loop(
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder.http2().max_concurrent_streams(None);
+            builder
+                .http2()
+                .max_concurrent_streams(None)
+                // Clients that give up on requests under load reset streams; h2's default of 20
+                // pending resets would then drop whole connections.
+                .max_pending_accept_reset_streams(Some(4096));
             let res = match acceptor {
                 Some(a) => match a.accept(stream).await {
                     Ok(s) => {
