@@ -161,11 +161,20 @@ struct ObjMeta {
     resource_version: String,
 }
 
+/// The parts of a watch event read here (an ERROR event's object is a Status with a message).
 #[derive(Deserialize)]
 struct WatchLine {
     #[serde(rename = "type")]
     type_: String,
-    object: serde_json::Value,
+    object: WatchObj,
+}
+
+#[derive(Deserialize)]
+struct WatchObj {
+    #[serde(default)]
+    metadata: ObjMeta,
+    #[serde(default)]
+    message: String,
 }
 
 /// A minimal valid pod: one container, labelled with the run.
@@ -343,15 +352,11 @@ async fn watcher(
             }
             match serde_json::from_slice::<WatchLine>(line) {
                 Ok(ev) if ev.type_ == "ERROR" => {
-                    log.error = Some(format!("watch ERROR event: {}", ev.object["message"]));
+                    log.error = Some(format!("watch ERROR event: {}", ev.object.message));
                 }
                 Ok(ev) if ev.type_ == "BOOKMARK" => {}
                 Ok(ev) => {
-                    let rv = ev.object["metadata"]["resourceVersion"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string();
-                    log.events.push((rv, now));
+                    log.events.push((ev.object.metadata.resource_version, now));
                     received.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => log.error = Some(format!("watch event is not JSON: {e}")),
