@@ -7,7 +7,9 @@
 //! `slowest_ms`, `average_ms`, `stddev_ms`, `p10_ms` ... `p99_ms`, `p99_9_ms`), `histogram` and
 //! `error_distribution`.
 
+pub mod apiserver;
 pub mod conn;
+pub mod kube_http;
 pub mod load;
 pub mod report;
 pub mod watch;
@@ -133,6 +135,17 @@ pub enum BenchCmd {
     /// Benchmark a mixed load of txn-put and txn-range (--rw-ratio reads per write).
     #[command(name = "txn-mixed")]
     TxnMixed(TxnMixedArgs),
+    /// Benchmark a Kubernetes API server: create pods, LIST, WATCH fan-out, GET.
+    #[command(
+        long_about = "Benchmark a Kubernetes API server over HTTPS (HTTP/2): --pods creates from \
+        --clients concurrent clients on --conns connections, --lists LISTs of the namespace whole \
+        and in pages of --list-limit, --watchers watches from the LIST's resourceVersion that \
+        each must see every one of --watch-writes further writes (delivery latency from each \
+        write's response), then --gets single-pod GETs. Example: kybern bench apiserver \
+        --server https://127.0.0.1:6443 --token T --insecure-skip-tls-verify --clients 100 \
+        --pods 10000 --watchers 1000"
+    )]
+    Apiserver(apiserver::ApiserverArgs),
 }
 
 #[derive(Args, Debug, Serialize)]
@@ -290,6 +303,7 @@ pub async fn run(mut args: BenchArgs) -> Result<()> {
     let g = &args.global;
 
     match &mut args.cmd {
+        BenchCmd::Apiserver(a) => apiserver::run(a, g).await,
         BenchCmd::Put(a) => {
             check_key_space(a.key_size, a.key_space_size)?;
             let conns = conn::connect_all(g).await?;
