@@ -10,6 +10,7 @@ mod delete;
 pub mod encryption;
 pub mod kvutil;
 pub mod namespace_lifecycle;
+pub mod options;
 mod pod_subresources;
 pub mod resources;
 mod scale;
