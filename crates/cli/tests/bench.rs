@@ -4,8 +4,7 @@
 //! does not answer (exit 1).
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use etcd_client::GetOptions;
 use serde_json::Value;
@@ -17,29 +16,9 @@ fn bin() -> PathBuf {
 
 /// Runs `kybern bench ARGS` until it exits (killed after `secs`, which fails the test).
 fn bench(args: &[&str], secs: u64) -> Output {
-    let mut child = Command::new(bin())
-        .arg("bench")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "kybern bench {args:?} did not exit within {secs}s\nstderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut cmd = Command::new(bin());
+    cmd.arg("bench").args(args);
+    testkit::procs::run_bounded(cmd, secs)
 }
 
 /// Runs a benchmark with `--json`, requires success, returns the document.

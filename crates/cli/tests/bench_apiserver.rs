@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use testkit::procs::free_port;
@@ -63,29 +62,9 @@ fn start_apiserver() -> Apiserver {
 
 /// Runs `kybern bench apiserver ARGS` until it exits (killed after `secs`, failing the test).
 fn bench(args: &[&str], secs: u64) -> Output {
-    let mut child = Command::new(bin())
-        .args(["bench", "apiserver"])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "kybern bench apiserver {args:?} did not exit within {secs}s\nstderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut cmd = Command::new(bin());
+    cmd.args(["bench", "apiserver"]).args(args);
+    testkit::procs::run_bounded(cmd, secs)
 }
 
 fn report<'a>(doc: &'a Value, name: &str) -> &'a Value {

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use etcd_client::GetOptions;
 use testkit::procs::{free_url, Kind, Member, MemberOpts};
@@ -16,28 +16,9 @@ fn bin() -> PathBuf {
 
 /// Runs kybern with `args` until it exits (bounded: killed after `secs`, which fails).
 fn run(args: &[&str], secs: u64) -> Output {
-    let mut child = Command::new(bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "kybern {args:?} did not exit within {secs}s\nstderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut cmd = Command::new(bin());
+    cmd.args(args);
+    testkit::procs::run_bounded(cmd, secs)
 }
 
 fn text(b: &[u8]) -> String {

@@ -60,6 +60,33 @@ fn rand_u32() -> u32 {
     h.finish() as u32
 }
 
+/// Runs `cmd` to completion with stdout and stderr captured; a command still running after `secs`
+/// is killed and the calling test fails with its stderr.
+pub fn run_bounded(mut cmd: Command, secs: u64) -> std::process::Output {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if child.try_wait().ok().flatten().is_some() {
+            return child.wait_with_output().expect("collect the output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("collect the output");
+            panic!(
+                "{what} did not exit within {secs}s\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// `http://127.0.0.1:<free port>`.
 pub fn free_url() -> String {
     format!("http://127.0.0.1:{}", free_port())
