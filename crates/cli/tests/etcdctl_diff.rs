@@ -4,6 +4,10 @@
 //! member/cluster/lease ids, URLs and ports, db sizes, hashes, raft terms and indexes, times, the
 //! server version. Revisions are not masked: both stores start empty.
 //!
+//! The core scenario also runs against a follower-or-leader of a three-member cluster of each kind,
+//! one after the other in the same network namespaces (testkit's `NetLab`): same peer URLs and
+//! token, hence the same member and cluster ids, as both derive them the same way.
+//!
 //! On a mismatch the test prints a unified diff (etcd is `---`, kybern is `+++`) and keeps both
 //! masked outputs under `target/tmp/etcdctl-diff/`.
 
@@ -12,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use regex::{Captures, Regex};
+use testkit::cluster::Cluster;
+use testkit::netlab::NetLab;
 use testkit::procs::{Kind, Member, MemberOpts};
 
 fn kybern() -> Kind {
@@ -278,6 +284,11 @@ async fn differential(script: &str) {
     let (raw_e, raw_k) = (te.join().unwrap(), tk.join().unwrap());
     let (me, mk) = (mask(&raw_e, &etcd_ids), mask(&raw_k, &kyb_ids));
 
+    report(script, &me, &mk, &raw_e, &raw_k, &kyb.stderr_path());
+}
+
+/// Keeps both outputs under target/tmp/etcdctl-diff/ and fails with a diff when they differ.
+fn report(script: &str, me: &str, mk: &str, raw_e: &str, raw_k: &str, kybern_log: &Path) {
     let keep = Path::new(env!("CARGO_TARGET_TMPDIR")).join("etcdctl-diff");
     std::fs::create_dir_all(&keep).unwrap();
     let stem = script.trim_end_matches(".sh");
@@ -285,12 +296,12 @@ async fn differential(script: &str) {
         keep.join(format!("{stem}.etcd.txt")),
         keep.join(format!("{stem}.kybern.txt")),
     );
-    std::fs::write(&fe, &me).unwrap();
-    std::fs::write(&fk, &mk).unwrap();
-    std::fs::write(keep.join(format!("{stem}.etcd.raw.txt")), &raw_e).unwrap();
-    std::fs::write(keep.join(format!("{stem}.kybern.raw.txt")), &raw_k).unwrap();
+    std::fs::write(&fe, me).unwrap();
+    std::fs::write(&fk, mk).unwrap();
+    std::fs::write(keep.join(format!("{stem}.etcd.raw.txt")), raw_e).unwrap();
+    std::fs::write(keep.join(format!("{stem}.kybern.raw.txt")), raw_k).unwrap();
     if me != mk {
-        let steps = differing_steps(&me, &mk);
+        let steps = differing_steps(me, mk);
         panic!(
             "etcdctl output differs between etcd 3.4 and kybern in {} step(s) of {script}:\n  {}\n\n\
              {}\n(masked outputs kept in {} and {}; kybern's log: {})",
@@ -299,9 +310,48 @@ async fn differential(script: &str) {
             unified_diff(&fe, &fk),
             fe.display(),
             fk.display(),
-            kyb.stderr_path().display(),
+            kybern_log.display(),
         );
     }
+}
+
+/// Runs `script` against member 0 of a new three-member cluster of `kind` in `lab`; the raw output
+/// and member 0's ids.
+async fn on_cluster(kind: Kind, lab: &NetLab, script: &str, work: PathBuf) -> (String, Ids) {
+    let c = Cluster::start_in_lab(kind, lab, 3, &[]).await.unwrap();
+    let ids = ids(&c.members[0]).await;
+    let (s, url) = (script.to_string(), c.members[0].client_url.clone());
+    let raw = tokio::task::spawn_blocking(move || run_script(&s, &url, &work))
+        .await
+        .unwrap();
+    (raw, ids)
+}
+
+/// What differs between two runs on clusters by chance: which member leads.
+fn mask_leader(s: &str) -> String {
+    let s = re(r#""leader":(\d+|<MEMBER_ID>)"#).replace_all(s, r#""leader":<LEADER>"#);
+    let s = re(r"(?m)^(<CLIENT_(?:URL|ADDR)>, <MEMBER_ID>, <MASKED>, <MASKED>, )(true|false),")
+        .replace_all(&s, "${1}<IS_LEADER>,");
+    re(r"(?m)^(\| <CLIENT_(?:URL|ADDR)> \| <MEMBER_ID> \| <MASKED> \| <MASKED> \| )(true|false) \|")
+        .replace_all(&s, "${1}<IS_LEADER> |")
+        .into_owned()
+}
+
+async fn differential_on_clusters(script: &str) {
+    testkit::procs::require_etcd().unwrap();
+    let lab = NetLab::new(3).unwrap_or_else(|e| panic!("cannot build network namespaces: {e:#}"));
+    let tmp = tempfile::tempdir().unwrap();
+    let (raw_e, ids_e) = on_cluster(Kind::Etcd, &lab, script, tmp.path().join("etcd")).await;
+    let (raw_k, ids_k) = on_cluster(kybern(), &lab, script, tmp.path().join("kybern")).await;
+    assert_eq!(
+        (ids_e.member_id, ids_e.cluster_id),
+        (ids_k.member_id, ids_k.cluster_id),
+        "the same --initial-cluster and token must give the same ids"
+    );
+    let me = mask_leader(&mask(&raw_e, &ids_e));
+    let mk = mask_leader(&mask(&raw_k, &ids_k));
+    let stem = format!("cluster-{script}");
+    report(&stem, &me, &mk, &raw_e, &raw_k, Path::new("(the cluster's logs are gone)"));
 }
 
 /// put/get with every range option, del, txn, watch replay, compaction, leases, bad input,
@@ -309,6 +359,12 @@ async fn differential(script: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn core_scenario_matches_etcd() {
     differential("core.sh").await;
+}
+
+/// The core scenario through a member of a three-member cluster of each kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_scenario_on_three_members_matches_etcd() {
+    differential_on_clusters("core.sh").await;
 }
 
 /// lock, elect, hashkv, auth users/roles, `--cluster` endpoints, table output of requests.

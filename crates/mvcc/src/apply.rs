@@ -289,8 +289,10 @@ impl Store {
         ops: Vec<Op>,
         extra: &[(&str, Vec<u8>)],
     ) -> Result<Vec<Result<OpResult, Status>>, Error> {
-        let _w = self.write_lock.lock();
-        let wtx = self.db.read().begin_write()?;
+        let mut w = self.write_lock.lock();
+        let mut wtx = self.db.read().begin_write()?;
+        wtx.set_durability(w.next())
+            .map_err(|e| Error::Backend(e.to_string()))?;
         let mut cur = self.revision();
         let mut results = Vec::with_capacity(ops.len());
         let mut published: Vec<(i64, Vec<PbEvent>)> = Vec::new();

@@ -33,7 +33,15 @@ impl Store {
             std::process::id(),
             rand::random::<u32>()
         ));
-        let rtx = self.db.read().begin_read()?;
+        // Everything the snapshot holds is made durable first: Raft purges its log up to a
+        // snapshot, so the state machine must not lose what the snapshot covers.
+        let rtx = {
+            let mut w = self.write_lock.lock();
+            if w.lazy.is_some() {
+                self.sync_locked(&mut w)?;
+            }
+            self.db.read().begin_read()?
+        };
         let mut keys = Vec::new();
         for row in rtx.open_table(KV)?.iter()? {
             let (k, v) = row?;

@@ -32,11 +32,36 @@ pub struct Store {
     /// Users, roles, permissions. Taken last: apply takes it while holding `index` and `lessor`,
     /// so never take those while holding it.
     pub(crate) auth: RwLock<AuthState>,
-    pub(crate) write_lock: Mutex<()>,
+    /// Serialises writers; holds when the last durable (fsynced) commit was made.
+    pub(crate) write_lock: Mutex<Syncs>,
     pub hub: WatchHub,
     pub cluster_id: u64,
     pub member_id: u64,
     pub created: bool,
+}
+
+/// How often applies are made durable. By default every apply commit is fsynced. A replicated
+/// member, whose Raft log already holds every committed entry durably, may defer: then an apply is
+/// fsynced only when the last durable commit is older than `lazy`, and a crash loses at most that
+/// much of the state machine, which Raft re-applies from its log on restart.
+#[derive(Default)]
+pub(crate) struct Syncs {
+    pub lazy: Option<std::time::Duration>,
+    pub last: Option<std::time::Instant>,
+}
+
+impl Syncs {
+    /// The durability the next commit needs (and records it when durable).
+    pub fn next(&mut self) -> redb::Durability {
+        let now = std::time::Instant::now();
+        match (self.lazy, self.last) {
+            (Some(every), Some(last)) if now.duration_since(last) < every => redb::Durability::None,
+            _ => {
+                self.last = Some(now);
+                redb::Durability::Immediate
+            }
+        }
+    }
 }
 
 /// What the store keeps in memory, as read from the backend.
@@ -212,12 +237,31 @@ impl Store {
             lessor: Mutex::new(st.lessor),
             alarms: Mutex::new(st.alarms),
             auth: RwLock::new(st.auth),
-            write_lock: Mutex::new(()),
+            write_lock: Mutex::new(Syncs::default()),
             hub: WatchHub::new(rev),
             cluster_id: st.cluster_id,
             member_id: st.member_id,
             created,
         })
+    }
+
+    /// Lets applies skip the fsync for up to `every` (see [`Syncs`]); for a state machine whose
+    /// commands are durable elsewhere (a Raft log). Snapshots and `sync` stay durable.
+    pub fn defer_sync(&self, every: std::time::Duration) {
+        self.write_lock.lock().lazy = Some(every);
+    }
+
+    /// Makes every apply so far durable (an fsynced empty commit).
+    pub fn sync(&self) -> Result<(), Error> {
+        let mut w = self.write_lock.lock();
+        self.sync_locked(&mut w)
+    }
+
+    pub(crate) fn sync_locked(&self, w: &mut Syncs) -> Result<(), Error> {
+        let tx = self.db.read().begin_write()?;
+        tx.commit()?;
+        w.last = Some(std::time::Instant::now());
+        Ok(())
     }
 
     /// A meta entry of the backend (for example the replicated store's last applied log entry).

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
+use crate::netlab::NetLab;
 use crate::procs::{etcdctl, free_url, Kind, Member, MemberOpts};
 
 pub struct Cluster {
@@ -24,7 +25,21 @@ impl Cluster {
 
     /// `start`, with `args` given to every member.
     pub async fn start_with(kind: Kind, n: usize, args: &[&str]) -> Result<Cluster> {
-        let peers: Vec<String> = (0..n).map(|_| free_url()).collect();
+        Self::start_in(kind, n, args, None).await
+    }
+
+    /// `start_with`, member i in the network namespace `lab.ns(i)` listening on `lab.ip(i)`
+    /// (ports 2379 and 2380, as etcd's defaults), so that tests can partition them.
+    pub async fn start_in_lab(kind: Kind, lab: &NetLab, n: usize, args: &[&str]) -> Result<Cluster> {
+        Self::start_in(kind, n, args, Some(lab)).await
+    }
+
+    async fn start_in(kind: Kind, n: usize, args: &[&str], lab: Option<&NetLab>) -> Result<Cluster> {
+        let url = |i: usize, port: u16| match lab {
+            Some(l) => format!("http://{}:{port}", l.ip(i)),
+            None => free_url(),
+        };
+        let peers: Vec<String> = (0..n).map(|i| url(i, 2380)).collect();
         let initial = peers
             .iter()
             .enumerate()
@@ -43,6 +58,10 @@ impl Cluster {
             ]);
             opts = opts.with_args(args.iter().copied());
             opts.peer_url = Some(peer.clone());
+            if let Some(l) = lab {
+                opts.client_url = Some(url(i, 2379));
+                opts.netns = Some(l.ns(i));
+            }
             opts.wait_ready = false;
             members.push(Member::start(kind.clone(), opts).await?);
         }

@@ -151,6 +151,8 @@ pub struct MemberOpts {
     pub ready_timeout: Duration,
     /// When false, `start_*` returns as soon as the process is spawned (see `wait_ready`).
     pub wait_ready: bool,
+    /// Run inside this network namespace (`ip netns exec`; see `netlab`).
+    pub netns: Option<String>,
 }
 
 impl Default for MemberOpts {
@@ -166,6 +168,7 @@ impl Default for MemberOpts {
             cwd: None,
             ready_timeout: READY_TIMEOUT,
             wait_ready: true,
+            netns: None,
         }
     }
 }
@@ -335,14 +338,22 @@ impl Member {
     }
 
     fn command(&self) -> Command {
-        let (mut cmd, standard) = match &self.kind {
-            Kind::Kybern(bin) => {
-                let mut c = Command::new(bin);
-                c.arg("store");
-                (c, !self.opts.raw_args)
-            }
-            Kind::Etcd => (Command::new(ETCD_BIN), !self.opts.raw_args),
+        let program: &std::ffi::OsStr = match &self.kind {
+            Kind::Kybern(bin) => bin.as_os_str(),
+            Kind::Etcd => ETCD_BIN.as_ref(),
         };
+        let mut cmd = match &self.opts.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(program);
+                c
+            }
+            None => Command::new(program),
+        };
+        if let Kind::Kybern(_) = self.kind {
+            cmd.arg("store");
+        }
+        let standard = !self.opts.raw_args;
         if standard {
             let u = &self.client_url;
             cmd.arg("--name").arg(&self.opts.name);

@@ -18,6 +18,8 @@ const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 /// name -> postcard(value): "vote", "committed", "purged"
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 
+const LOG_CACHE_BYTES: usize = 32 << 20;
+
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
@@ -42,11 +44,11 @@ pub fn path(data_dir: &Path) -> std::path::PathBuf {
 impl LogStore {
     pub fn open(data_dir: &Path) -> Result<LogStore, redb::Error> {
         let p = path(data_dir);
-        let db = if p.exists() {
-            Database::open(&p)?
-        } else {
-            Database::create(&p)?
-        };
+        // The log is written once and read back soon (replication) or never: redb's default
+        // 1 GiB page cache only grew the member's memory.
+        let db = Database::builder()
+            .set_cache_size(LOG_CACHE_BYTES)
+            .create(&p)?;
         let tx = db.begin_write()?;
         tx.open_table(LOG)?;
         tx.open_table(STATE)?;
