@@ -367,6 +367,13 @@ async fn core_scenario_on_three_members_matches_etcd() {
     differential_on_clusters("core.sh").await;
 }
 
+/// The auth scenario through a member of a three-member cluster of each kind: users, roles and
+/// the auth switch are replicated, and each member enforces them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_scenario_on_three_members_matches_etcd() {
+    differential_on_clusters("auth.sh").await;
+}
+
 /// lock, elect, hashkv, auth users/roles, `--cluster` endpoints, table output of requests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extras_scenario_matches_etcd() {

@@ -8,9 +8,11 @@ use prost::Message;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tonic::{Code, Status};
 
-/// A log entry's command.
+/// A log entry's command, and the auth revision it was authorized at (0: not subject to auth).
+/// Every member refuses it at apply time if auth is on and its revision is older than the auth
+/// store's (etcd's "revision of auth store is old"), so a revoked permission cannot slip through.
 #[derive(Clone, Debug)]
-pub struct Cmd(pub Op);
+pub struct Cmd(pub Op, pub u64);
 
 /// A command's answer on the member that applied it; `None` for entries that carry no command
 /// (blank entries of a new leader, membership changes).
@@ -34,8 +36,7 @@ pub fn encode_op(op: &Op) -> Vec<u8> {
         Op::LeaseGrant { id, ttl } => (5, two(*id, *ttl)),
         Op::LeaseRevoke(id) => (6, id.to_be_bytes().to_vec()),
         Op::Alarm(r) => (7, r.encode_to_vec()),
-        // Refused before proposal (`RaftNode::write`); a tag that decodes to an error.
-        Op::Auth(_) => (8, vec![]),
+        Op::Auth(a) => (8, super::auth_codec::encode(a)),
     };
     [vec![tag], body].concat()
 }
@@ -54,9 +55,19 @@ pub fn decode_op(b: &[u8]) -> Result<Op, String> {
         },
         6 => Op::LeaseRevoke(int(body, 0).ok_or("short lease revoke")?),
         7 => Op::Alarm(PbAlarmRequest::decode(body).map_err(bad)?),
-        8 => return Err("auth changes are not replicated".into()),
+        8 => Op::Auth(super::auth_codec::decode(body)?),
         t => return Err(format!("unknown command tag {t}")),
     })
+}
+
+fn decode_cmd(b: &[u8]) -> Result<Cmd, String> {
+    match b.split_first() {
+        Some((9, rest)) => {
+            let rev = int(rest, 0).ok_or("short auth revision")? as u64;
+            decode_op(&rest[8..]).map(|op| Cmd(op, rev))
+        }
+        _ => decode_op(b).map(|op| Cmd(op, 0)),
+    }
 }
 
 pub fn encode_reply(r: &Reply) -> Vec<u8> {
@@ -122,14 +133,19 @@ pub fn decode_reply(b: &[u8]) -> Result<Reply, String> {
 
 impl Serialize for Cmd {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&encode_op(&self.0))
+        let op = encode_op(&self.0);
+        match self.1 {
+            0 => s.serialize_bytes(&op),
+            // tag 9: the auth revision, then the command
+            rev => s.serialize_bytes(&[&[9u8][..], &rev.to_be_bytes(), &op].concat()),
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Cmd {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let b: Vec<u8> = serde_bytes_vec(d)?;
-        decode_op(&b).map(Cmd).map_err(serde::de::Error::custom)
+        decode_cmd(&b).map_err(serde::de::Error::custom)
     }
 }
 
@@ -187,11 +203,14 @@ mod tests {
             Op::Compact(42),
             Op::LeaseGrant { id: -3, ttl: 60 },
             Op::LeaseRevoke(9),
+            Op::Auth(mvcc::AuthOp::RoleAdd("r".into())),
         ];
         for op in ops {
-            let b = postcard::to_allocvec(&Cmd(op.clone())).unwrap();
-            let back: Cmd = postcard::from_bytes(&b).unwrap();
-            assert_eq!(encode_op(&back.0), encode_op(&op));
+            for rev in [0, 1, u64::MAX] {
+                let b = postcard::to_allocvec(&Cmd(op.clone(), rev)).unwrap();
+                let back: Cmd = postcard::from_bytes(&b).unwrap();
+                assert_eq!((encode_op(&back.0), back.1), (encode_op(&op), rev));
+            }
         }
         let r = Reply(Some(Err(Status::out_of_range(
             "etcdserver: mvcc: required revision has been compacted",

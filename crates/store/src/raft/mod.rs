@@ -10,6 +10,7 @@
 //! - `peer`: the same RPCs, server side, plus forwarding of writes and read-index to the leader.
 //! - `node`: starting a member of a static cluster (`--initial-cluster`).
 
+mod auth_codec;
 pub mod codec;
 pub mod corrupt;
 pub mod log;

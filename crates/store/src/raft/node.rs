@@ -194,8 +194,8 @@ impl RaftNode {
 
     /// Proposes `op` if this member leads: the log index it was applied at (0 when it failed
     /// before) and its answer; `None` when this member does not lead.
-    pub async fn write_as_leader(&self, op: Op) -> Option<(u64, Reply)> {
-        match self.raft.client_write(Cmd(op)).await {
+    pub async fn write_as_leader(&self, cmd: Cmd) -> Option<(u64, Reply)> {
+        match self.raft.client_write(cmd).await {
             Ok(r) => Some((r.log_id.index, r.data)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => None,
             Err(RaftError::APIError(e)) => {
@@ -205,26 +205,35 @@ impl RaftNode {
         }
     }
 
-    /// Commits `op` through the leader (this member or another) and returns its answer. Auth
-    /// changes are not replicated yet, so the auth epoch a write was checked at cannot go stale
-    /// and is not carried.
-    pub async fn write(&self, op: Op, _epoch: u64) -> Result<OpResult, Status> {
-        if matches!(op, Op::Auth(_)) {
-            return Err(Status::unimplemented(
-                "kybern: users, roles and auth enable are not yet supported on a replicated store",
-            ));
+    /// The auth revision to carry for a request checked at this member's auth epoch `epoch`
+    /// (see `crate::auth`): refused at once when this member's auth store changed since the check.
+    fn auth_revision(&self, epoch: u64) -> Result<u64, Status> {
+        let a = self.store.auth();
+        match epoch {
+            0 => Ok(0),
+            crate::auth::AUTH_OFF if a.enabled() => Err(errors::auth_old_revision()),
+            crate::auth::AUTH_OFF => Ok(0),
+            e if e != a.epoch() => Err(errors::auth_old_revision()),
+            _ => Ok(a.revision()),
         }
+    }
+
+    /// Commits `op` through the leader (this member or another) and returns its answer. `epoch`
+    /// is the auth epoch the request was authorized at here; the command carries the matching
+    /// auth revision, which every member checks again when it applies the command.
+    pub async fn write(&self, op: Op, epoch: u64) -> Result<OpResult, Status> {
+        let cmd = Cmd(op, self.auth_revision(epoch)?);
         let deadline = Instant::now() + self.timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if self.is_leader() {
-                if let Some((_, r)) = self.write_as_leader(op.clone()).await {
+                if let Some((_, r)) = self.write_as_leader(cmd.clone()).await {
                     return unwrap(r);
                 }
             } else if let Some((_, node)) = self.leader() {
                 match self
                     .peers
-                    .call::<Cmd, (u64, Reply)>(&node, "/raft/forward", &Cmd(op.clone()), left)
+                    .call::<Cmd, (u64, Reply)>(&node, "/raft/forward", &cmd, left)
                     .await
                 {
                     Ok((index, r)) => {

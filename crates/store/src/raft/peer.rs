@@ -104,7 +104,7 @@ async fn forward(State(n): State<Arc<RaftNode>>, body: Bytes) -> Response {
         Ok(c) => c,
         Err(r) => return r,
     };
-    match n.write_as_leader(cmd.0).await {
+    match n.write_as_leader(cmd).await {
         Some(reply) => answer(&reply),
         None => not_leader(),
     }

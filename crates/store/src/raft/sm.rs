@@ -131,41 +131,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = openraft::Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut ops = Vec::new();
-        let mut slots = Vec::new();
-        let mut last = None;
-        let mut membership = None;
-        for e in entries {
-            last = Some(e.log_id);
-            match e.payload {
-                EntryPayload::Blank => slots.push(false),
-                EntryPayload::Normal(Cmd(op)) => {
-                    ops.push(op);
-                    slots.push(true);
-                }
-                EntryPayload::Membership(m) => {
-                    membership = Some(StoredMembership::new(Some(e.log_id), m));
-                    slots.push(false);
-                }
-            }
-        }
-        if last.is_none() {
-            return Ok(Vec::new());
-        }
-        let mut extra = vec![(APPLIED, enc(&last))];
-        if let Some(m) = &membership {
-            extra.push((MEMBERSHIP, enc(m)));
-        }
+        let entries: Vec<_> = entries.into_iter().collect();
         let store = self.store.clone();
-        let results = tokio::task::spawn_blocking(move || store.apply_with_meta(ops, &extra))
+        tokio::task::spawn_blocking(move || apply_entries(&store, entries))
             .await
             .map_err(|e| sm_err(ErrorVerb::Write, e))?
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        let mut results = results.into_iter();
-        Ok(slots
-            .into_iter()
-            .map(|has| Reply(if has { results.next() } else { None }))
-            .collect())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -216,6 +186,81 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             snapshot: Box::new(Cursor::new(data)),
         }))
     }
+}
+
+/// Applies committed entries in order, in as few backend transactions as auth allows: an auth
+/// change is applied alone, and each command's auth revision is checked against the auth store
+/// as it is just before the command (so every member refuses the same commands). The last
+/// applied log id and a new membership go into the transaction of the entries they follow.
+fn apply_entries(
+    store: &Arc<Store>,
+    entries: Vec<openraft::Entry<TypeConfig>>,
+) -> Result<Vec<Reply>, StorageError> {
+    let mut replies: Vec<Reply> = Vec::with_capacity(entries.len());
+    // Commands waiting to be applied together, with the index of their reply.
+    let mut batch: Vec<(usize, mvcc::Op)> = Vec::new();
+    let mut last = None;
+    let mut membership = None;
+    let flush = |batch: &mut Vec<(usize, mvcc::Op)>,
+                 replies: &mut Vec<Reply>,
+                 last: &Option<LogId<NodeId>>,
+                 membership: &mut Option<StoredMembership<NodeId, MemberInfo>>|
+     -> Result<(), StorageError> {
+        let mut extra = vec![(APPLIED, enc(last))];
+        if let Some(m) = membership.take() {
+            extra.push((MEMBERSHIP, enc(&m)));
+        }
+        let (slots, ops): (Vec<usize>, Vec<mvcc::Op>) = std::mem::take(batch).into_iter().unzip();
+        let results = store
+            .apply_with_meta(ops, &extra)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        for (slot, r) in slots.into_iter().zip(results) {
+            replies[slot] = Reply(Some(r));
+        }
+        Ok(())
+    };
+    let mut unflushed = false;
+    for e in entries {
+        let previous = last;
+        last = Some(e.log_id);
+        unflushed = true;
+        let slot = replies.len();
+        replies.push(Reply(None));
+        match e.payload {
+            EntryPayload::Blank => {}
+            EntryPayload::Membership(m) => {
+                membership = Some(StoredMembership::new(Some(e.log_id), m));
+            }
+            EntryPayload::Normal(Cmd(op, rev)) => {
+                let is_auth = matches!(op, mvcc::Op::Auth(_));
+                if is_auth && !batch.is_empty() {
+                    // The commands before it, up to the entry before this one.
+                    let before = last;
+                    last = previous;
+                    flush(&mut batch, &mut replies, &last, &mut membership)?;
+                    last = before;
+                }
+                let stale = rev != 0 && {
+                    let a = store.auth();
+                    a.enabled() && rev < a.revision()
+                };
+                if stale {
+                    replies[slot] = Reply(Some(Err(etcd_api::errors::auth_old_revision())));
+                } else {
+                    batch.push((slot, op));
+                }
+                if is_auth {
+                    flush(&mut batch, &mut replies, &last, &mut membership)?;
+                    unflushed = false;
+                }
+            }
+        }
+    }
+    // Entries after the last flush (commands, blanks, memberships, refusals) are recorded too.
+    if unflushed {
+        flush(&mut batch, &mut replies, &last, &mut membership)?;
+    }
+    Ok(replies)
 }
 
 /// The database of a snapshot without its SHA-256 trailer, which must match.
