@@ -37,10 +37,15 @@ pub struct StoreArgs {
     #[arg(long, default_value = "http://localhost:2380")]
     pub initial_advertise_peer_urls: String,
     /// Initial cluster configuration for bootstrapping: NAME=PEER-URL pairs, comma separated (a
-    /// name may repeat for several URLs). With more than one member the store is replicated
-    /// through Raft; this member is the entry named --name.
+    /// name may repeat for several URLs); this member is the entry named --name. Given, even with
+    /// this member alone, the store runs Raft and can grow with `etcdctl member add`. Left out,
+    /// the member is standalone: no Raft (its fastest), and it cannot take members.
     #[arg(long, default_value = DEFAULT_INITIAL_CLUSTER)]
     pub initial_cluster: String,
+
+    /// Whether --initial-cluster was given (or the data dir already holds a Raft member).
+    #[arg(skip)]
+    pub clustered: bool,
     /// 'new' when every member of --initial-cluster starts a new cluster together; 'existing'
     /// to join a cluster that runs already (after `etcdctl member add`).
     #[arg(long, value_enum, default_value = "new")]
@@ -301,6 +306,8 @@ impl StoreArgs {
                 self.election_timeout, self.heartbeat_interval
             )));
         }
+        self.clustered = self.initial_cluster != DEFAULT_INITIAL_CLUSTER
+            || crate::raft::log::path(&self.data_dir()).exists();
         if self.initial_cluster == DEFAULT_INITIAL_CLUSTER && self.name != "default" {
             // As etcd: the default cluster is this member alone, under its own name.
             self.initial_cluster = self
@@ -327,9 +334,10 @@ impl StoreArgs {
         crate::raft::node::parse_initial_cluster(&self.initial_cluster, &self.initial_cluster_token)
     }
 
-    /// Whether the store is replicated: --initial-cluster names more than one member.
+    /// Whether the store runs Raft: --initial-cluster was given or names more than one member, or
+    /// the data dir is a Raft member's.
     pub fn replicated(&self) -> bool {
-        self.cluster().map(|c| c.len() > 1).unwrap_or(false)
+        self.clustered || self.cluster().map(|c| c.len() > 1).unwrap_or(false)
     }
 
     pub fn peer_urls(&self) -> Result<Vec<url::Url>, ConfigError> {
