@@ -120,7 +120,8 @@ async fn json_list(store: &GenericStore, ns: &str, q: &Query) -> Result<Response
     let mut head = serde_json::to_vec(&head).expect("a JSON value serialises");
     head.pop(); // the closing brace: the items follow
     head.extend_from_slice(b",\"items\":[");
-    let parts = [head, items, b"]}".to_vec()].map(|p| Ok::<_, std::convert::Infallible>(Bytes::from(p)));
+    let parts =
+        [head, items, b"]}".to_vec()].map(|p| Ok::<_, std::convert::Infallible>(Bytes::from(p)));
     let mut r = Response::new(Body::from_stream(futures::stream::iter(parts)));
     r.headers_mut().insert(
         header::CONTENT_TYPE,

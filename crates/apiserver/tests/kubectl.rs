@@ -770,7 +770,14 @@ macro_rules! every_kubectl {
 }
 
 // 1.33, the default kubectl, runs every scenario above on both backends already.
-every_kubectl!(v1_27 = 27, v1_28 = 28, v1_29 = 29, v1_30 = 30, v1_31 = 31, v1_32 = 32);
+every_kubectl!(
+    v1_27 = 27,
+    v1_28 = 28,
+    v1_29 = 29,
+    v1_30 = 30,
+    v1_31 = 31,
+    v1_32 = 32
+);
 
 on_both_backends!(pod_binding_and_eviction, pod_binding_and_eviction_with);
 

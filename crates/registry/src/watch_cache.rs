@@ -301,7 +301,10 @@ impl GenericStore {
         match self.kv.range(req).await {
             Ok(r) => Some(kvutil::header_rev(&r.header)),
             Err(e) => {
-                tracing::warn!("watch cache: cannot read the store's revision: {}", e.message());
+                tracing::warn!(
+                    "watch cache: cannot read the store's revision: {}",
+                    e.message()
+                );
                 None
             }
         }

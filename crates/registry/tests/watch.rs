@@ -25,7 +25,10 @@ async fn next(rx: &mut registry::watch::EventStream) -> (String, String) {
         .await
         .expect("an event within 20s")
         .expect("the watch is open");
-    let name = e.object["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let name = e.object["metadata"]["name"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     (e.type_.to_string(), name)
 }
 
@@ -34,7 +37,11 @@ async fn watchers_of_one_resource_see_their_own_namespaces_and_selectors() {
     let (_d, r) = registry().await;
     let cms = r.lookup("", "v1", "configmaps").unwrap();
     let w = WriteOptions::default();
-    let rv = cms.list("", &Default::default()).await.unwrap().resource_version;
+    let rv = cms
+        .list("", &Default::default())
+        .await
+        .unwrap()
+        .resource_version;
     let from = |label: &str| WatchOptions {
         resource_version: rv.to_string(),
         label: LabelSelector::parse(label).unwrap(),
@@ -109,7 +116,11 @@ async fn watchers_of_one_resource_see_their_own_namespaces_and_selectors() {
 async fn a_watcher_far_behind_the_cache_still_gets_every_event_in_order() {
     let (_d, r) = registry().await;
     let cms = r.lookup("", "v1", "configmaps").unwrap().clone();
-    let rv = cms.list("", &Default::default()).await.unwrap().resource_version;
+    let rv = cms
+        .list("", &Default::default())
+        .await
+        .unwrap()
+        .resource_version;
     let opts = WatchOptions {
         resource_version: rv.to_string(),
         ..Default::default()
