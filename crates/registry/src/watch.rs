@@ -6,6 +6,7 @@
 //! every watcher) whenever the cache covers its start; otherwise, and from the point a watcher
 //! falls behind the cache, from a store watch of its own. Both paths give the same events.
 
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use store::WatchSpec;
 use tokio::sync::mpsc;
-use tokio::time::{Instant, Interval};
+use tokio::time::{Instant, Interval, Sleep};
 
 use crate::kvutil;
 use crate::store::{GenericStore, ListOptions};
@@ -88,15 +89,16 @@ type Out = mpsc::Sender<WatchEvent>;
 
 /// The watch's end (`timeoutSeconds`) and its bookmark ticks.
 struct Pace {
-    deadline: Option<Instant>,
+    /// One timer for the whole watch (not one per wake-up: a watcher wakes for every change).
+    deadline: Option<Pin<Box<Sleep>>>,
     tick: Interval,
     bookmarks: bool,
 }
 
 /// Sleeps until the deadline, if there is one.
-async fn until(deadline: Option<Instant>) {
+async fn until(deadline: &mut Option<Pin<Box<Sleep>>>) {
     match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
+        Some(d) => d.await,
         None => std::future::pending().await,
     }
 }
@@ -163,7 +165,7 @@ impl GenericStore {
             }
             let every = opts.bookmark_interval.unwrap_or(Duration::from_secs(30));
             let mut pace = Pace {
-                deadline: opts.timeout.map(|t| Instant::now() + t),
+                deadline: opts.timeout.map(|t| Box::pin(tokio::time::sleep(t))),
                 tick: tokio::time::interval_at(Instant::now() + every, every),
                 bookmarks: opts.allow_bookmarks,
             };
@@ -220,7 +222,7 @@ impl GenericStore {
             bookmark = after;
             tokio::select! {
                 _ = tx.closed() => return Next::Done,
-                _ = until(pace.deadline) => return Next::Done,
+                _ = until(&mut pace.deadline) => return Next::Done,
                 _ = pace.tick.tick() => {
                     if pace.bookmarks
                         && tx.send(WatchEvent::new("BOOKMARK", self.bookmark(bookmark))).await.is_err() {
@@ -265,7 +267,7 @@ impl GenericStore {
         loop {
             tokio::select! {
                 _ = tx.closed() => return,
-                _ = until(pace.deadline) => return,
+                _ = until(&mut pace.deadline) => return,
                 _ = pace.tick.tick() => {
                     if pace.bookmarks
                         && tx.send(WatchEvent::new("BOOKMARK", self.bookmark(last_rev))).await.is_err() {
