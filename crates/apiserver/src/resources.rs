@@ -98,6 +98,38 @@ fn list_body(store: &GenericStore, l: &ListResult, q: &Query, out: Output) -> Va
     })
 }
 
+/// A JSON list, each item serialised as soon as it is read (the items are never all held
+/// decoded, which at 10,000 pods would take hundreds of MB).
+async fn json_list(store: &GenericStore, ns: &str, q: &Query) -> Result<Response, ApiError> {
+    let mut items = Vec::with_capacity(64 * 1024);
+    let mut first = true;
+    let l = store
+        .list_each(ns, &q.list()?, |obj| {
+            if !first {
+                items.push(b',');
+            }
+            first = false;
+            serde_json::to_writer(&mut items, &obj).expect("a JSON value serialises");
+        })
+        .await?;
+    let head = json!({
+        "kind": list_kind(store),
+        "apiVersion": store.strategy.info().api_version(),
+        "metadata": list_meta(&l),
+    });
+    let mut head = serde_json::to_vec(&head).expect("a JSON value serialises");
+    head.pop(); // the closing brace: the items follow
+    head.extend_from_slice(b",\"items\":[");
+    let parts =
+        [head, items, b"]}".to_vec()].map(|p| Ok::<_, std::convert::Infallible>(Bytes::from(p)));
+    let mut r = Response::new(Body::from_stream(futures::stream::iter(parts)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    Ok(r)
+}
+
 fn object_body(store: &GenericStore, obj: &Value, q: &Query, out: Output) -> Value {
     if out == Output::Table && obj.get("kind").and_then(Value::as_str) != Some("Status") {
         return table::table(
@@ -144,6 +176,7 @@ pub async fn handle(
     }
     match (&method, t.name.as_deref()) {
         (&Method::GET, None) if q.flag("watch") => watch(store, ns, &q, out).await,
+        (&Method::GET, None) if out == Output::Json => json_list(store, ns, &q).await,
         (&Method::GET, None) => {
             let l = store.list(ns, &q.list()?).await?;
             Ok(negotiate::respond(200, &list_body(store, &l, &q, out), out))
@@ -296,21 +329,21 @@ async fn watch(
     let strategy = store.strategy.clone();
     let include = IncludeObject::parse(q.get("includeObject"));
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(move |ev| {
-        let object = if out == Output::Table && ev.type_ != "ERROR" && ev.type_ != "BOOKMARK" {
-            table::table(
-                &*strategy,
-                std::slice::from_ref(&ev.object),
-                json!({"resourceVersion": meta::resource_version(&ev.object)}),
-                include,
-                false,
-            )
-        } else {
-            ev.object
-        };
+        if out != Output::Table || ev.type_ == "ERROR" || ev.type_ == "BOOKMARK" {
+            // Made once per event and shared by every watcher sent the same event.
+            return Ok::<_, std::convert::Infallible>(ev.json_line());
+        }
+        let object = table::table(
+            &*strategy,
+            std::slice::from_ref(&*ev.object),
+            json!({"resourceVersion": meta::resource_version(&ev.object)}),
+            include,
+            false,
+        );
         let mut line =
             serde_json::to_vec(&json!({"type": ev.type_, "object": object})).expect("json");
         line.push(b'\n');
-        Ok::<_, std::convert::Infallible>(Bytes::from(line))
+        Ok(Bytes::from(line))
     });
     let mut r = Response::new(Body::from_stream(stream));
     r.headers_mut().insert(

@@ -723,28 +723,61 @@ fn more_workloads_with(c: &Cluster) {
         .contains("daemonset.apps \"ds1\" deleted"));
 }
 
-/// The same scenarios with every other kubectl on the machine (1.27 to 1.32).
-#[test]
-fn every_installed_kubectl_version() {
-    for minor in 27..=32 {
-        let path = format!("/usr/lib/google-cloud-sdk/bin/kubectl.1.{minor}");
-        if !std::path::Path::new(&path).exists() {
-            continue;
-        }
-        for scenario in [
-            namespaces_configmaps_labels_patches_and_errors_with as fn(&Cluster),
-            deployments_apply_patch_scale_with,
-            watch_sees_an_update_with,
-            discovery_version_and_health_with,
-            services_and_pods_with,
-            more_workloads_with,
-            server_side_apply_with_a_conflict_with,
-        ] {
-            let c = Cluster::start_with(path.clone().into()).expect("server");
-            scenario(&c);
-        }
+/// The scenarios with one other kubectl of the machine on one backend; skipped (with a note)
+/// when that kubectl is not installed.
+fn every_scenario_with_kubectl(minor: u32, backend: Backend) {
+    let path = format!("/usr/lib/google-cloud-sdk/bin/kubectl.1.{minor}");
+    if !std::path::Path::new(&path).exists() {
+        eprintln!("{path} is not installed: skipping");
+        return;
+    }
+    for scenario in [
+        namespaces_configmaps_labels_patches_and_errors_with as fn(&Cluster),
+        deployments_apply_patch_scale_with,
+        watch_sees_an_update_with,
+        discovery_version_and_health_with,
+        services_and_pods_with,
+        more_workloads_with,
+        server_side_apply_with_a_conflict_with,
+        pod_binding_and_eviction_with,
+    ] {
+        let c = Cluster::start_with_on(path.clone().into(), backend).expect("server");
+        scenario(&c);
     }
 }
+
+/// `every_kubectl::v1_NN::embedded` and `every_kubectl::v1_NN::on_etcd`: the scenarios with kubectl
+/// 1.NN on the embedded store and on a real etcd (one test each, so they run in parallel).
+macro_rules! every_kubectl {
+    ($($v:ident = $minor:literal),*) => {
+        mod every_kubectl {
+            use super::{every_scenario_with_kubectl, Backend};
+            $(
+                mod $v {
+                    use super::{every_scenario_with_kubectl, Backend};
+                    #[test]
+                    fn embedded() {
+                        every_scenario_with_kubectl($minor, Backend::Embedded);
+                    }
+                    #[test]
+                    fn on_etcd() {
+                        every_scenario_with_kubectl($minor, Backend::Etcd);
+                    }
+                }
+            )*
+        }
+    };
+}
+
+// 1.33, the default kubectl, runs every scenario above on both backends already.
+every_kubectl!(
+    v1_27 = 27,
+    v1_28 = 28,
+    v1_29 = 29,
+    v1_30 = 30,
+    v1_31 = 31,
+    v1_32 = 32
+);
 
 on_both_backends!(pod_binding_and_eviction, pod_binding_and_eviction_with);
 

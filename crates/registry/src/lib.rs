@@ -18,6 +18,7 @@ pub mod store;
 pub mod strategy;
 pub mod table;
 pub mod watch;
+mod watch_cache;
 
 use std::sync::Arc;
 

@@ -31,9 +31,13 @@ pub struct GenericStore {
     /// The namespaces' one (the namespace lifecycle check reads them).
     pub namespace_transformer: Option<Arc<crate::encryption::Transformer>>,
     pub(crate) leases: Arc<kvutil::LeaseCache>,
+    /// The resource's watch cache, started by its first watch.
+    pub(crate) watch_cache: Arc<crate::watch_cache::Slot>,
 }
 
 pub(crate) const MAX_RETRIES: usize = 8;
+/// Keys read from the store per request while listing.
+const LIST_BATCH: i64 = 500;
 
 impl GenericStore {
     pub fn new(kv: Arc<dyn Kv>, strategy: Arc<dyn Strategy>) -> Self {
@@ -45,6 +49,7 @@ impl GenericStore {
             transformer: None,
             namespace_transformer: None,
             leases: Default::default(),
+            watch_cache: Default::default(),
         }
     }
 
@@ -114,20 +119,22 @@ impl GenericStore {
         }
     }
 
-    /// The label and field values a selector is matched against.
+    /// Whether `obj` matches the label and field selectors.
     pub fn matches(&self, obj: &Value, label: &LabelSelector, field: &FieldSelector) -> bool {
         if !label.is_empty() && !label.matches(&meta::labels(obj)) {
             return false;
         }
-        if field.is_empty() {
-            return true;
-        }
+        field.is_empty() || field.matches(&self.selectable_fields(obj))
+    }
+
+    /// The field values a field selector is matched against.
+    pub(crate) fn selectable_fields(&self, obj: &Value) -> Vec<(&'static str, String)> {
         let mut fields = vec![("metadata.name", meta::name(obj).to_string())];
         if self.strategy.info().namespaced {
             fields.push(("metadata.namespace", meta::namespace(obj).to_string()));
         }
         fields.extend(self.strategy.fields(obj));
-        field.matches(&fields)
+        fields
     }
 
     /// 400 when the field selector names a field this resource cannot select on.
@@ -165,6 +172,21 @@ impl GenericStore {
     }
 
     pub async fn list(&self, ns: &str, opts: &ListOptions) -> Result<ListResult, ApiError> {
+        let mut items = vec![];
+        let mut l = self.list_each(ns, opts, |obj| items.push(obj)).await?;
+        l.items = items;
+        Ok(l)
+    }
+
+    /// A list whose items are handed to `each` one by one as they are read, so that the whole
+    /// list is never held decoded (the store is read in batches of `LIST_BATCH` at one revision).
+    /// The result's `items` is empty.
+    pub async fn list_each(
+        &self,
+        ns: &str,
+        opts: &ListOptions,
+        mut each: impl FnMut(Value) + Send,
+    ) -> Result<ListResult, ApiError> {
         self.check_field_selector(&opts.field)?;
         let prefix = self.prefix(ns);
         let end = kvutil::prefix_end(prefix.as_bytes());
@@ -182,11 +204,11 @@ impl GenericStore {
             })?;
         }
         let filtered = !opts.label.is_empty() || !opts.field.is_empty();
-        let mut items = vec![];
+        let mut found = 0i64;
         let mut next = String::new();
         let mut remaining = None;
         let batch = match (opts.limit > 0, filtered) {
-            (false, _) => 0,
+            (false, _) => LIST_BATCH,
             (true, false) => opts.limit,
             (true, true) => opts.limit.max(100),
         };
@@ -216,8 +238,9 @@ impl GenericStore {
                 let obj = self.decode(kv)?;
                 last_key = String::from_utf8_lossy(&kv.key).into_owned();
                 if self.matches(&obj, &opts.label, &opts.field) {
-                    items.push(obj);
-                    if opts.limit > 0 && items.len() as i64 >= opts.limit {
+                    each(obj);
+                    found += 1;
+                    if opts.limit > 0 && found >= opts.limit {
                         stopped_at = Some(i);
                         break;
                     }
@@ -239,7 +262,7 @@ impl GenericStore {
             start = format!("{last_key}\u{0}");
         }
         Ok(ListResult {
-            items,
+            items: vec![],
             resource_version: rev,
             continue_token: next,
             remaining,

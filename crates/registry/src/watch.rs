@@ -1,18 +1,26 @@
-//! Watch: the store's watch over a resource's key range turned into upstream's watch events
-//! (ADDED / MODIFIED / DELETED / BOOKMARK / ERROR), with selectors applied to both the new and the
-//! previous state, as upstream's cacher does (an object leaving the selector is DELETED for it).
+//! Watch: a resource's changes as upstream's watch events (ADDED / MODIFIED / DELETED / BOOKMARK /
+//! ERROR), with selectors applied to both the new and the previous state, as upstream's cacher does
+//! (an object leaving the selector is DELETED for it).
+//!
+//! A watch is served from the resource's watch cache (`watch_cache.rs`: one store watch shared by
+//! every watcher) whenever the cache covers its start; otherwise, and from the point a watcher
+//! falls behind the cache, from a store watch of its own. Both paths give the same events.
 
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use apimachinery::{meta, ApiError, FieldSelector, LabelSelector};
-use etcd_api::enums::event_type;
+use apimachinery::{ApiError, FieldSelector, LabelSelector};
+use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use store::WatchSpec;
 use tokio::sync::mpsc;
+use tokio::time::{Instant, Interval, Sleep};
 
 use crate::kvutil;
 use crate::store::{GenericStore, ListOptions};
+use crate::watch_cache::{Cache, Read};
 
 #[derive(Clone, Debug, Default)]
 pub struct WatchOptions {
@@ -26,13 +34,83 @@ pub struct WatchOptions {
     pub bookmark_interval: Option<Duration>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+/// One watch event. Events of one change are shared by the watchers that receive them: the
+/// object is reference counted and the JSON line is made once, by the first watcher to send it.
+#[derive(Clone, Debug)]
 pub struct WatchEvent {
     pub type_: &'static str,
-    pub object: Value,
+    pub object: Arc<Value>,
+    line: Arc<OnceLock<Bytes>>,
+}
+
+impl PartialEq for WatchEvent {
+    fn eq(&self, other: &Self) -> bool {
+        self.type_ == other.type_ && self.object == other.object
+    }
+}
+
+impl WatchEvent {
+    pub fn new(type_: &'static str, object: Value) -> Self {
+        WatchEvent {
+            type_,
+            object: Arc::new(object),
+            line: Default::default(),
+        }
+    }
+
+    pub(crate) fn shared(
+        type_: &'static str,
+        object: Arc<Value>,
+        line: Arc<OnceLock<Bytes>>,
+    ) -> Self {
+        WatchEvent {
+            type_,
+            object,
+            line,
+        }
+    }
+
+    /// The event as one line of a JSON watch stream: `{"type":..,"object":..}` and a newline.
+    pub fn json_line(&self) -> Bytes {
+        self.line
+            .get_or_init(|| {
+                let mut line =
+                    serde_json::to_vec(&json!({"type": self.type_, "object": &*self.object}))
+                        .expect("a JSON value serialises");
+                line.push(b'\n');
+                Bytes::from(line)
+            })
+            .clone()
+    }
 }
 
 pub type EventStream = mpsc::Receiver<WatchEvent>;
+type Out = mpsc::Sender<WatchEvent>;
+
+/// The watch's end (`timeoutSeconds`) and its bookmark ticks.
+struct Pace {
+    /// One timer for the whole watch (not one per wake-up: a watcher wakes for every change).
+    deadline: Option<Pin<Box<Sleep>>>,
+    tick: Interval,
+    bookmarks: bool,
+}
+
+/// Sleeps until the deadline, if there is one.
+async fn until(deadline: &mut Option<Pin<Box<Sleep>>>) {
+    match deadline {
+        Some(d) => d.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How a phase of a watch ended.
+enum Next {
+    /// The watch is over (client gone, timeout, error sent).
+    Done,
+    /// Continue from the store after this revision (events up to it were sent), with the
+    /// revision a bookmark may carry.
+    FromStore { after: i64, bookmark: i64 },
+}
 
 impl GenericStore {
     /// Starts a watch; events arrive on the returned channel until the client goes away, the
@@ -68,114 +146,178 @@ impl GenericStore {
                     ))
                 })?
             };
-        let prefix = self.prefix(ns);
-        // The watch starts AT the requested revision, not after it: the store then refuses it when
-        // that revision is compacted (a resourceVersion older than the compaction point is gone even
-        // though the next revision may survive it, and the previous state of the events right after
-        // it would be missing). Events at the revision itself are skipped below.
-        let spec = WatchSpec {
-            key: prefix.clone().into_bytes(),
-            range_end: kvutil::prefix_end(prefix.as_bytes()),
-            start_revision: start_rev.max(1),
-            prev_kv: true,
-            progress_notify: true,
-            ..Default::default()
-        };
-        let mut stream = self.kv.watch(spec).await.map_err(kvutil::store_err)?;
+        let cached = self.cache_for(start_rev).await;
         let (tx, rx) = mpsc::channel(256);
         let me = self.clone();
+        let ns = ns.to_string();
         tokio::spawn(async move {
-            let mut last_rev = start_rev;
             for obj in initial_items {
-                if tx
-                    .send(WatchEvent {
-                        type_: "ADDED",
-                        object: obj,
-                    })
-                    .await
-                    .is_err()
-                {
+                if tx.send(WatchEvent::new("ADDED", obj)).await.is_err() {
                     return;
                 }
             }
             if opts.send_initial_events == Some(true) && opts.allow_bookmarks {
-                let mut b = me.bookmark(last_rev);
+                let mut b = me.bookmark(start_rev);
                 b["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
-                if tx
-                    .send(WatchEvent {
-                        type_: "BOOKMARK",
-                        object: b,
-                    })
-                    .await
-                    .is_err()
-                {
+                if tx.send(WatchEvent::new("BOOKMARK", b)).await.is_err() {
                     return;
                 }
             }
-            let deadline = opts.timeout.map(|t| tokio::time::Instant::now() + t);
             let every = opts.bookmark_interval.unwrap_or(Duration::from_secs(30));
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            loop {
-                let sleep = async {
-                    match deadline {
-                        Some(d) => tokio::time::sleep_until(d).await,
-                        None => std::future::pending().await,
+            let mut pace = Pace {
+                deadline: opts.timeout.map(|t| Box::pin(tokio::time::sleep(t))),
+                tick: tokio::time::interval_at(Instant::now() + every, every),
+                bookmarks: opts.allow_bookmarks,
+            };
+            let (after, bookmark) = match cached {
+                Some((cache, sub)) => {
+                    match me
+                        .from_cache(&cache, sub, &ns, start_rev, &opts, &tx, &mut pace)
+                        .await
+                    {
+                        Next::Done => return,
+                        Next::FromStore { after, bookmark } => (after, bookmark),
                     }
-                };
-                tokio::select! {
-                    _ = tx.closed() => return,
-                    _ = sleep => return,
-                    _ = tick.tick() => {
-                        if opts.allow_bookmarks
-                            && tx.send(WatchEvent { type_: "BOOKMARK", object: me.bookmark(last_rev) }).await.is_err() {
-                            return;
+                }
+                None => (start_rev, start_rev),
+            };
+            me.from_store(&ns, after, bookmark, &opts, &tx, &mut pace)
+                .await;
+        });
+        Ok(rx)
+    }
+
+    /// Serves the watch from the resource's cache until it is over, or until the watcher fell
+    /// behind the cache or the cache stopped (then the store takes over).
+    #[allow(clippy::too_many_arguments)]
+    async fn from_cache(
+        &self,
+        cache: &Cache,
+        mut sub: tokio::sync::watch::Receiver<i64>,
+        ns: &str,
+        mut after: i64,
+        opts: &WatchOptions,
+        tx: &Out,
+        pace: &mut Pace,
+    ) -> Next {
+        let prefix = self.prefix(ns).into_bytes();
+        let mut bookmark = after;
+        loop {
+            sub.borrow_and_update();
+            let (changes, complete) = match cache.read(after) {
+                Read::Changes(c, complete) => (c, complete),
+                Read::Gone => return Next::FromStore { after, bookmark },
+            };
+            for c in changes {
+                if c.key.starts_with(&prefix) {
+                    if let Some(ev) = c.event_for(&opts.label, &opts.field) {
+                        if tx.send(ev).await.is_err() {
+                            return Next::Done;
                         }
                     }
-                    msg = stream.next() => {
-                        let Some(msg) = msg else { return };
-                        let resp = match msg {
-                            Ok(r) => r,
-                            Err(e) => {
-                                let _ = tx.send(error_event(kvutil::store_err(e))).await;
-                                return;
-                            }
+                }
+                after = c.rev;
+            }
+            after = after.max(complete);
+            bookmark = after;
+            tokio::select! {
+                _ = tx.closed() => return Next::Done,
+                _ = until(&mut pace.deadline) => return Next::Done,
+                _ = pace.tick.tick() => {
+                    if pace.bookmarks
+                        && tx.send(WatchEvent::new("BOOKMARK", self.bookmark(bookmark))).await.is_err() {
+                        return Next::Done;
+                    }
+                }
+                _ = sub.changed() => {}
+            }
+        }
+    }
+
+    /// Serves the watch from a store watch of its own, from after revision `after`.
+    async fn from_store(
+        &self,
+        ns: &str,
+        after: i64,
+        mut last_rev: i64,
+        opts: &WatchOptions,
+        tx: &Out,
+        pace: &mut Pace,
+    ) {
+        let prefix = self.prefix(ns);
+        // The watch starts AT the revision, not after it: the store then refuses it when that
+        // revision is compacted (a resourceVersion older than the compaction point is gone even
+        // though the next revision may survive it, and the previous state of the events right
+        // after it would be missing). Events at the revision itself are skipped below.
+        let spec = WatchSpec {
+            key: prefix.clone().into_bytes(),
+            range_end: kvutil::prefix_end(prefix.as_bytes()),
+            start_revision: after.max(1),
+            prev_kv: true,
+            progress_notify: true,
+            ..Default::default()
+        };
+        let mut stream = match self.kv.watch(spec).await {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = tx.send(error_event(kvutil::store_err(e))).await;
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = tx.closed() => return,
+                _ = until(&mut pace.deadline) => return,
+                _ = pace.tick.tick() => {
+                    if pace.bookmarks
+                        && tx.send(WatchEvent::new("BOOKMARK", self.bookmark(last_rev))).await.is_err() {
+                        return;
+                    }
+                }
+                msg = stream.next() => {
+                    let Some(msg) = msg else { return };
+                    let resp = match msg {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = tx.send(error_event(kvutil::store_err(e))).await;
+                            return;
+                        }
+                    };
+                    if resp.canceled {
+                        let err = if resp.compact_revision > 0 {
+                            ApiError::expired(format!(
+                                "too old resource version: {} ({})",
+                                after, resp.compact_revision
+                            ))
+                        } else {
+                            ApiError::internal(format!("watch canceled: {}", resp.cancel_reason))
                         };
-                        if resp.canceled {
-                            let err = if resp.compact_revision > 0 {
-                                ApiError::expired(format!(
-                                    "too old resource version: {} ({})",
-                                    start_rev, resp.compact_revision
-                                ))
-                            } else {
-                                ApiError::internal(format!("watch canceled: {}", resp.cancel_reason))
-                            };
-                            let _ = tx.send(error_event(err)).await;
-                            return;
+                        let _ = tx.send(error_event(err)).await;
+                        return;
+                    }
+                    if resp.events.is_empty() {
+                        let r = kvutil::header_rev(&resp.header);
+                        if r > last_rev && !resp.created {
+                            last_rev = r;
                         }
-                        if resp.events.is_empty() {
-                            let r = kvutil::header_rev(&resp.header);
-                            if r > last_rev && !resp.created {
-                                last_rev = r;
-                            }
+                        continue;
+                    }
+                    for ev in resp.events {
+                        let Some(kv) = &ev.kv else { continue };
+                        if kv.mod_revision <= after {
                             continue;
                         }
-                        for ev in resp.events {
-                            let Some(kv) = ev.kv else { continue };
-                            if kv.mod_revision <= start_rev {
-                                continue;
-                            }
-                            last_rev = last_rev.max(kv.mod_revision);
-                            if let Some(out) = me.translate(ev.r#type, &kv, ev.prev_kv.as_ref(), &opts) {
-                                if tx.send(out).await.is_err() {
-                                    return;
-                                }
+                        last_rev = last_rev.max(kv.mod_revision);
+                        let Some(change) = self.change(ev) else { continue };
+                        if let Some(out) = change.event_for(&opts.label, &opts.field) {
+                            if tx.send(out).await.is_err() {
+                                return;
                             }
                         }
                     }
                 }
             }
-        });
-        Ok(rx)
+        }
     }
 
     fn bookmark(&self, rev: i64) -> Value {
@@ -186,46 +328,8 @@ impl GenericStore {
             "metadata": {"resourceVersion": rev.to_string()},
         })
     }
-
-    fn translate(
-        &self,
-        typ: i32,
-        kv: &etcd_api::PbKeyValue,
-        prev: Option<&etcd_api::PbKeyValue>,
-        opts: &WatchOptions,
-    ) -> Option<WatchEvent> {
-        let prev_obj = prev.and_then(|p| self.decode(p).ok());
-        let prev_match = prev_obj
-            .as_ref()
-            .is_some_and(|p| self.matches(p, &opts.label, &opts.field));
-        if typ == event_type::DELETE {
-            let mut obj = prev_obj?;
-            if !prev_match {
-                return None;
-            }
-            meta::set_resource_version(&mut obj, kv.mod_revision);
-            return Some(WatchEvent {
-                type_: "DELETED",
-                object: obj,
-            });
-        }
-        let obj = self.decode(kv).ok()?;
-        let cur_match = self.matches(&obj, &opts.label, &opts.field);
-        let created = kv.create_revision == kv.mod_revision || prev_obj.is_none();
-        let type_ = match (cur_match, prev_match, created) {
-            (true, _, true) => "ADDED",
-            (true, true, false) => "MODIFIED",
-            (true, false, false) => "ADDED",
-            (false, true, _) => "DELETED",
-            (false, false, _) => return None,
-        };
-        Some(WatchEvent { type_, object: obj })
-    }
 }
 
 fn error_event(e: ApiError) -> WatchEvent {
-    WatchEvent {
-        type_: "ERROR",
-        object: e.to_status(),
-    }
+    WatchEvent::new("ERROR", e.to_status())
 }

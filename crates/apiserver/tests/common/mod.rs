@@ -76,6 +76,11 @@ impl Cluster {
         Self::start_many(kubectl, 1).pop()
     }
 
+    /// Starts a server on this backend to be driven by this kubectl binary.
+    pub fn start_with_on(kubectl: PathBuf, backend: Backend) -> Option<Cluster> {
+        Self::start_many_on(kubectl, 1, backend).pop()
+    }
+
     /// Starts `n` API servers on one embedded store, each with its own kubeconfig.
     pub fn start_many(kubectl: PathBuf, n: usize) -> Vec<Cluster> {
         Self::start_many_on(kubectl, n, Backend::Embedded)
