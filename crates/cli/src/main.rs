@@ -33,6 +33,10 @@ enum Cmd {
     },
     /// Run the Kubernetes API server (plain HTTP on loopback until TLS arrives).
     Apiserver(apiserver::ApiserverArgs),
+    /// Run the controller-manager (flags as kube-controller-manager): the Deployment,
+    /// ReplicaSet and garbage collector controllers, run by whichever replica holds the
+    /// kube-system/kube-controller-manager Lease.
+    ControllerManager(controllers::ControllerManagerArgs),
     // About and long help come from `bench::BenchArgs`.
     Bench(bench::BenchArgs),
 }
@@ -174,6 +178,9 @@ fn main() -> ExitCode {
                 ..
             } => member::remove(a).await,
             Cmd::Apiserver(args) => apiserver::run(args).await.map_err(failure),
+            Cmd::ControllerManager(args) => controllers::run(args)
+                .await
+                .map_err(|e| (1, format!("controller-manager: {e:#}"))),
             Cmd::Bench(args) => bench::run(args)
                 .await
                 .map_err(|e| (bench::exit_code(&e), format!("bench: {e:#}"))),

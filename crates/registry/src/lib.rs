@@ -22,7 +22,8 @@ pub mod watch;
 use std::sync::Arc;
 
 pub use store::{
-    DeleteOptions, Deleted, FieldValidation, GenericStore, ListOptions, ListResult, WriteOptions,
+    DeleteOptions, Deleted, FieldValidation, GenericStore, ListOptions, ListResult, Propagation,
+    WriteOptions,
     Written,
 };
 pub use strategy::{ResourceInfo, Strategy};
