@@ -225,12 +225,13 @@ async fn manage_replicas(
             .and_then(|s| s.template.clone())
             .unwrap_or_default();
         let pod = pod_from_template(&template, rs);
+        let pp = PostParams::default();
         // Slow start, as upstream: batches of 1, 2, 4, ... stop at the first failure.
         let (mut done, mut batch) = (0, 1);
         while done < n {
             let size = batch.min(n - done);
             let results =
-                futures::future::join_all((0..size).map(|_| api.create(&PostParams::default(), &pod)))
+                futures::future::join_all((0..size).map(|_| api.create(&pp, &pod)))
                     .await;
             let mut created = vec![];
             let mut err = None;
@@ -261,10 +262,11 @@ async fn manage_replicas(
                 .map(|p| util::uid(&p.metadata).to_string())
                 .collect(),
         );
+        let dp = DeleteParams::default();
         let results = futures::future::join_all(
             victims
                 .iter()
-                .map(|p| api.delete(util::name(&p.metadata), &DeleteParams::default())),
+                .map(|p| api.delete(util::name(&p.metadata), &dp)),
         )
         .await;
         for r in results {

@@ -123,8 +123,11 @@ impl Elector {
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = Result<()>> + Send + 'static,
     {
-        let (ns, name, me) = (&self.cfg.namespace, &self.cfg.name, &self.cfg.identity);
-        info!("attempting to acquire leader lease {ns}/{name} as {me}");
+        let (ns, name) = (self.cfg.namespace.clone(), self.cfg.name.clone());
+        info!(
+            "attempting to acquire leader lease {ns}/{name} as {}",
+            self.cfg.identity
+        );
         if !self.acquire(&shutdown).await {
             info!("shut down before acquiring the lease {ns}/{name}");
             return Ok(());
@@ -143,6 +146,7 @@ impl Elector {
             Stop::Lost(why) => {
                 // Stop acting at once: the lease may soon be someone else's.
                 task.abort();
+                let _ = task.await;
                 error!(
                     "leader election lost on lease {}/{}: {why}; stopped acting",
                     self.cfg.namespace, self.cfg.name
@@ -388,9 +392,8 @@ impl Elector {
             lease_transitions: spec.lease_transitions,
             ..Default::default()
         });
-        let put = self
-            .api
-            .replace(&self.cfg.name, &PostParams::default(), &lease);
+        let pp = PostParams::default();
+        let put = self.api.replace(&self.cfg.name, &pp, &lease);
         match tokio::time::timeout(self.cfg.renew_deadline, put).await {
             Ok(Ok(_)) => info!(
                 "released lease {}/{} on shutdown",
