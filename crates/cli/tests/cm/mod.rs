@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub const KUBECTL: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
+const TOKEN: &str = "controller-manager-test-token";
 pub const WAIT: Duration = Duration::from_secs(90);
 
 pub struct Cluster {
@@ -36,6 +37,8 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let port = testkit::procs::free_port();
         let log = std::fs::File::create(dir.path().join("apiserver.log")).unwrap();
+        let tokens = dir.path().join("tokens.csv");
+        std::fs::write(&tokens, format!("{TOKEN},admin,admin,\"system:masters\"\n")).unwrap();
         let apiserver = Command::new(env!("CARGO_BIN_EXE_kybern"))
             .args(["apiserver", "--bind-address", "127.0.0.1", "--etcd-compaction-interval", "0"])
             .arg("--secure-port")
@@ -44,6 +47,8 @@ impl Cluster {
             .arg(dir.path().join("data"))
             .arg("--cert-dir")
             .arg(dir.path().join("pki"))
+            .arg("--token-auth-file")
+            .arg(&tokens)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -61,7 +66,7 @@ impl Cluster {
             format!(
                 "apiVersion: v1\nkind: Config\nclusters:\n- name: k\n  cluster:\n    server: https://127.0.0.1:{port}\n\
                  \x20   certificate-authority: {}\ncontexts:\n- name: k\n  context:\n    cluster: k\n    user: anon\n\
-                 current-context: k\nusers:\n- name: anon\n  user: {{}}\n",
+                 current-context: k\nusers:\n- name: anon\n  user:\n    token: {TOKEN}\n",
                 ca.display()
             ),
         )
