@@ -120,7 +120,8 @@ impl Query {
         if let Ok(g) = self.get("gracePeriodSeconds").parse() {
             o.grace_period_seconds = Some(g);
         }
-        let propagation = |policy: Option<&str>, orphan: Option<bool>| match (policy, orphan) {
+        let propagation = |policy: Option<&str>, orphan: Option<bool>| {
+            match (policy, orphan) {
             (Some(p), None) if !p.is_empty() => Propagation::parse(p).map(Some).ok_or_else(|| {
                 ApiError::bad_request(format!(
                     "propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
@@ -132,6 +133,7 @@ impl Query {
             (_, Some(true)) => Ok(Some(Propagation::Orphan)),
             (_, Some(false)) => Ok(Some(Propagation::Background)),
             _ => Ok(None),
+        }
         };
         let orphan_q = match self.get("orphanDependents") {
             "" => None,

@@ -45,7 +45,8 @@ fn watch_counts(
             let mut pods: HashMap<String, bool> = HashMap::new();
             let mut synced = false;
             while !stop.load(Ordering::SeqCst) {
-                let ev = match tokio::time::timeout(Duration::from_millis(300), events.next()).await {
+                let ev = match tokio::time::timeout(Duration::from_millis(300), events.next()).await
+                {
                     Ok(Some(Ok(ev))) => ev,
                     Ok(Some(Err(_))) | Err(_) => continue,
                     Ok(None) => break,
@@ -98,14 +99,27 @@ fn image_of(c: &Cluster, name: &str) -> String {
 fn deployment_rollout_undo_pause_restart_and_scale() {
     let mut c = Cluster::start();
     c.start_cm(&[]);
-    c.ok(&["create", "deployment", "web", "--image=nginx:1.0", "--replicas=10"]);
+    c.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx:1.0",
+        "--replicas=10",
+    ]);
     c.wait_deployment("default", "web", 10);
     c.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
     let rs = c.replicasets("default", "web");
     assert_eq!(rs.len(), 1);
     let rs_uid = rs[0]["metadata"]["uid"].as_str().unwrap().to_string();
-    assert_eq!(c.pods_of("default", &rs_uid).len(), 10, "10 pods owned by the ReplicaSet");
-    assert_eq!(rs[0]["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "1");
+    assert_eq!(
+        c.pods_of("default", &rs_uid).len(),
+        10,
+        "10 pods owned by the ReplicaSet"
+    );
+    assert_eq!(
+        rs[0]["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "1"
+    );
     assert!(rs[0]["metadata"]["labels"]["pod-template-hash"].is_string());
 
     // A rolling update with maxSurge 2 and maxUnavailable 1, watched pod by pod.
@@ -130,8 +144,14 @@ fn deployment_rollout_undo_pause_restart_and_scale() {
     let s = seen.lock().unwrap();
     println!("rolling update observed: {s:?}");
     assert!(s.events > 10, "the watcher saw the rollout: {s:?}");
-    assert!(s.max_pods <= 12, "more than replicas+maxSurge pods at once: {s:?}");
-    assert!(s.min_ready >= 9, "fewer than replicas-maxUnavailable ready pods: {s:?}");
+    assert!(
+        s.max_pods <= 12,
+        "more than replicas+maxSurge pods at once: {s:?}"
+    );
+    assert!(
+        s.min_ready >= 9,
+        "fewer than replicas-maxUnavailable ready pods: {s:?}"
+    );
     drop(s);
     assert_eq!(image_of(&c, "web"), "nginx:2.0");
     let history = c.ok(&["rollout", "history", "deployment/web"]);
@@ -150,7 +170,10 @@ fn deployment_rollout_undo_pause_restart_and_scale() {
         .find(|r| r["metadata"]["uid"] == rs_uid.as_str())
         .expect("the first ReplicaSet is back");
     assert_eq!(first["spec"]["replicas"], 10);
-    assert_eq!(first["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "3");
+    assert_eq!(
+        first["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "3"
+    );
     assert_eq!(c.pods_of("default", &rs_uid).len(), 10);
 
     // Paused: a template change makes no ReplicaSet until resumed.
@@ -165,7 +188,11 @@ fn deployment_rollout_undo_pause_restart_and_scale() {
             .any(|c| c["type"] == "Progressing" && c["reason"] == "DeploymentPaused");
         (paused && d["status"]["observedGeneration"] == d["metadata"]["generation"]).then_some(())
     });
-    assert_eq!(c.replicasets("default", "web").len(), 2, "no rollout while paused");
+    assert_eq!(
+        c.replicasets("default", "web").len(),
+        2,
+        "no rollout while paused"
+    );
     c.ok(&["rollout", "resume", "deployment/web"]);
     c.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
     c.wait_deployment("default", "web", 10);
@@ -184,7 +211,10 @@ fn deployment_rollout_undo_pause_restart_and_scale() {
     let total: usize = c
         .replicasets("default", "web")
         .iter()
-        .map(|r| c.pods_of("default", r["metadata"]["uid"].as_str().unwrap()).len())
+        .map(|r| {
+            c.pods_of("default", r["metadata"]["uid"].as_str().unwrap())
+                .len()
+        })
         .sum();
     assert_eq!(total, 3);
 }
@@ -209,7 +239,10 @@ fn replicaset_adopts_orphans_and_recreates_deleted_pods() {
     });
     let pods = c.pods_of("default", &uid);
     assert_eq!(pods.len(), 3);
-    assert!(pods.iter().any(|p| p["metadata"]["name"] == "stray"), "the orphan was adopted");
+    assert!(
+        pods.iter().any(|p| p["metadata"]["name"] == "stray"),
+        "the orphan was adopted"
+    );
     // A deleted pod is replaced.
     c.ok(&["delete", "pod", "stray", "--wait=false"]);
     c.wait_for("a replacement pod", || {
@@ -217,7 +250,10 @@ fn replicaset_adopts_orphans_and_recreates_deleted_pods() {
         (p.len() == 3 && p.iter().all(|p| p["metadata"]["name"] != "stray")).then_some(())
     });
     // A pod relabelled out of the selector is released and replaced.
-    let victim = c.pods_of("default", &uid)[0]["metadata"]["name"].as_str().unwrap().to_string();
+    let victim = c.pods_of("default", &uid)[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
     c.ok(&["label", "pod", &victim, "app=other", "--overwrite"]);
     c.wait_for("the released pod to be replaced", || {
         let p = c.pods_of("default", &uid);
@@ -225,9 +261,14 @@ fn replicaset_adopts_orphans_and_recreates_deleted_pods() {
     });
     let released = c.json(&["get", "pod", &victim]);
     assert!(
-        released["metadata"]["ownerReferences"].as_array().is_none_or(|r| r.is_empty()),
+        released["metadata"]["ownerReferences"]
+            .as_array()
+            .is_none_or(|r| r.is_empty()),
         "released pod keeps no owner: {released}"
     );
     let rs = c.json(&["get", "rs", "cache"]);
-    assert_eq!(rs["status"]["observedGeneration"], rs["metadata"]["generation"]);
+    assert_eq!(
+        rs["status"]["observedGeneration"],
+        rs["metadata"]["generation"]
+    );
 }

@@ -25,27 +25,58 @@ fn delete_background_foreground_and_orphan() {
 
     // Foreground: the Deployment waits (foregroundDeletion finalizer) for its dependents;
     // kubectl waits for the Deployment to be gone.
-    c.ok(&["delete", "deployment", "fg", "--cascade=foreground", "--timeout=80s"]);
-    assert!(c.replicasets("default", "fg").is_empty(), "foreground left ReplicaSets");
-    c.wait_for("fg's pods to go", || c.app_pods("default", "fg").is_empty().then_some(()));
+    c.ok(&[
+        "delete",
+        "deployment",
+        "fg",
+        "--cascade=foreground",
+        "--timeout=80s",
+    ]);
+    assert!(
+        c.replicasets("default", "fg").is_empty(),
+        "foreground left ReplicaSets"
+    );
+    c.wait_for("fg's pods to go", || {
+        c.app_pods("default", "fg").is_empty().then_some(())
+    });
     let gone = c.kubectl(&["get", "deployment", "fg"]);
-    assert!(!gone.ok && gone.stderr.contains("NotFound"), "{}", gone.stderr);
+    assert!(
+        !gone.ok && gone.stderr.contains("NotFound"),
+        "{}",
+        gone.stderr
+    );
 
     // Orphan: the Deployment goes, its ReplicaSet and pods stay without an owner reference.
     let rs = c.replicasets("default", "orphan");
     assert_eq!(rs.len(), 1);
     let rs_name = rs[0]["metadata"]["name"].as_str().unwrap().to_string();
     let rs_uid = rs[0]["metadata"]["uid"].as_str().unwrap().to_string();
-    c.ok(&["delete", "deployment", "orphan", "--cascade=orphan", "--timeout=80s"]);
+    c.ok(&[
+        "delete",
+        "deployment",
+        "orphan",
+        "--cascade=orphan",
+        "--timeout=80s",
+    ]);
     let gone = c.kubectl(&["get", "deployment", "orphan"]);
-    assert!(!gone.ok && gone.stderr.contains("NotFound"), "{}", gone.stderr);
+    assert!(
+        !gone.ok && gone.stderr.contains("NotFound"),
+        "{}",
+        gone.stderr
+    );
     let rs = c.json(&["get", "rs", &rs_name]);
     assert_eq!(rs["metadata"]["uid"], rs_uid.as_str());
     assert!(
-        rs["metadata"]["ownerReferences"].as_array().is_none_or(|r| r.is_empty()),
+        rs["metadata"]["ownerReferences"]
+            .as_array()
+            .is_none_or(|r| r.is_empty()),
         "the orphaned ReplicaSet keeps no owner: {rs}"
     );
-    assert_eq!(c.pods_of("default", &rs_uid).len(), 2, "the orphaned pods stay");
+    assert_eq!(
+        c.pods_of("default", &rs_uid).len(),
+        2,
+        "the orphaned pods stay"
+    );
 
     // And an orphaned ReplicaSet deleted in the background takes its pods with it.
     c.ok(&["delete", "rs", &rs_name]);

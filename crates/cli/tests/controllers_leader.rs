@@ -46,7 +46,10 @@ fn leader_index(c: &Cluster) -> (usize, String) {
 fn record_creations(
     kubeconfig: std::path::PathBuf,
     stop: Arc<AtomicBool>,
-) -> (Arc<Mutex<Vec<(String, String)>>>, std::thread::JoinHandle<()>) {
+) -> (
+    Arc<Mutex<Vec<(String, String)>>>,
+    std::thread::JoinHandle<()>,
+) {
     let seen = Arc::new(Mutex::new(vec![]));
     let out = seen.clone();
     let h = std::thread::spawn(move || {
@@ -60,7 +63,8 @@ fn record_creations(
             let mut events = watcher::watcher(api, watcher::Config::default()).boxed();
             let mut names = HashSet::new();
             while !stop.load(Ordering::SeqCst) {
-                let ev = match tokio::time::timeout(Duration::from_millis(300), events.next()).await {
+                let ev = match tokio::time::timeout(Duration::from_millis(300), events.next()).await
+                {
                     Ok(Some(Ok(ev))) => ev,
                     Ok(Some(Err(_))) | Err(_) => continue,
                     Ok(None) => break,
@@ -92,9 +96,22 @@ fn assert_no_duplicates(c: &Cluster, app: &str, created: &Mutex<Vec<(String, Str
         let uid = rs["metadata"]["uid"].as_str().unwrap();
         let want = rs["spec"]["replicas"].as_u64().unwrap() as usize;
         let have = c.pods_of("default", uid).len();
-        assert_eq!(have, want, "ReplicaSet {} owns {have} pods, wants {want}", rs["metadata"]["name"]);
-        let ever = created.lock().unwrap().iter().filter(|(o, _)| o == uid).count();
-        assert_eq!(ever, want, "pods ever created for {}: {ever}, wanted {want}", rs["metadata"]["name"]);
+        assert_eq!(
+            have, want,
+            "ReplicaSet {} owns {have} pods, wants {want}",
+            rs["metadata"]["name"]
+        );
+        let ever = created
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(o, _)| o == uid)
+            .count();
+        assert_eq!(
+            ever, want,
+            "pods ever created for {}: {ever}, wanted {want}",
+            rs["metadata"]["name"]
+        );
     }
 }
 
@@ -108,11 +125,22 @@ fn leader_failover_on_kill_and_on_sigterm() {
     let (created, watcher) = record_creations(c.kubeconfig.clone(), stop.clone());
     let (first, first_id) = leader_index(&c);
     println!("leader: replica {first} ({first_id})");
-    c.ok(&["create", "deployment", "one", "--image=nginx", "--replicas=5"]);
+    c.ok(&[
+        "create",
+        "deployment",
+        "one",
+        "--image=nginx",
+        "--replicas=5",
+    ]);
     c.wait_deployment("default", "one", 5);
     let transitions = |c: &Cluster| {
         c.ok(&[
-            "get", "lease", "-n", "kube-system", "kube-controller-manager", "-o",
+            "get",
+            "lease",
+            "-n",
+            "kube-system",
+            "kube-controller-manager",
+            "-o",
             "jsonpath={.spec.leaseTransitions}",
         ])
         .trim()
@@ -128,9 +156,18 @@ fn leader_failover_on_kill_and_on_sigterm() {
         let (i, h) = leader_index(&c);
         (h != first_id).then_some((i, h))
     });
-    println!("after kill -9 of the leader, replica {second} took over in {:?}", killed.elapsed());
+    println!(
+        "after kill -9 of the leader, replica {second} took over in {:?}",
+        killed.elapsed()
+    );
     assert!(transitions(&c) > t0, "leaseTransitions counts the takeover");
-    c.ok(&["create", "deployment", "two", "--image=nginx", "--replicas=4"]);
+    c.ok(&[
+        "create",
+        "deployment",
+        "two",
+        "--image=nginx",
+        "--replicas=4",
+    ]);
     c.wait_deployment("default", "two", 4);
     c.ok(&["scale", "deployment/one", "--replicas=7"]);
     c.wait_deployment("default", "one", 7);
@@ -139,7 +176,8 @@ fn leader_failover_on_kill_and_on_sigterm() {
     let stopped = Instant::now();
     c.kill_cm(second, "-TERM");
     assert!(
-        c.cm_log(second).contains("released lease kube-system/kube-controller-manager"),
+        c.cm_log(second)
+            .contains("released lease kube-system/kube-controller-manager"),
         "the leader released its lease on SIGTERM:\n{}",
         c.cm_log(second)
     );
@@ -147,7 +185,10 @@ fn leader_failover_on_kill_and_on_sigterm() {
         let (i, h) = leader_index(&c);
         (h != second_id && i != first).then_some((i, h))
     });
-    println!("after SIGTERM of the leader, replica {third} took over in {:?}", stopped.elapsed());
+    println!(
+        "after SIGTERM of the leader, replica {third} took over in {:?}",
+        stopped.elapsed()
+    );
     c.ok(&["scale", "deployment/two", "--replicas=6"]);
     c.wait_deployment("default", "two", 6);
 

@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy};
+use kube::api::{
+    Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy,
+};
 use kube::discovery::{verbs, ApiResource, Discovery, Scope};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
@@ -82,7 +84,10 @@ impl Graph {
             }
         }
         for o in &n.owners {
-            self.dependents.entry(o.uid.clone()).or_default().insert(n.uid.clone());
+            self.dependents
+                .entry(o.uid.clone())
+                .or_default()
+                .insert(n.uid.clone());
         }
         let interesting = !n.owners.is_empty()
             || (n.deleting && n.finalizers.iter().any(|f| f == ORPHAN || f == FOREGROUND));
@@ -149,7 +154,11 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
     info!(
         "{NAME}: watching {} resources: {}",
         resources.len(),
-        resources.iter().map(|r| r.ar.plural.as_str()).collect::<Vec<_>>().join(", ")
+        resources
+            .iter()
+            .map(|r| r.ar.plural.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let resources = Arc::new(resources);
     let graph = Arc::new(Mutex::new(Graph::default()));
@@ -362,11 +371,13 @@ impl Gc<'_> {
     /// waits for its dependents.
     async fn owner_state(&self, n: &Node, o: &OwnerReference) -> anyhow::Result<OwnerState> {
         if let Some(owner) = self.graph.lock().nodes.get(&o.uid) {
-            return Ok(if owner.deleting && owner.finalizers.iter().any(|f| f == FOREGROUND) {
-                OwnerState::Waiting
-            } else {
-                OwnerState::Solid
-            });
+            return Ok(
+                if owner.deleting && owner.finalizers.iter().any(|f| f == FOREGROUND) {
+                    OwnerState::Waiting
+                } else {
+                    OwnerState::Solid
+                },
+            );
         }
         let (group, version) = match o.api_version.split_once('/') {
             Some((g, v)) => (g, v),
@@ -376,9 +387,16 @@ impl Gc<'_> {
             .resources
             .iter()
             .find(|r| r.ar.group == group && r.ar.kind == o.kind && r.ar.version == version)
-            .or_else(|| self.resources.iter().find(|r| r.ar.group == group && r.ar.kind == o.kind))
+            .or_else(|| {
+                self.resources
+                    .iter()
+                    .find(|r| r.ar.group == group && r.ar.kind == o.kind)
+            })
         else {
-            debug!("{NAME}: owner kind {} {} is not served; leaving {} alone", o.api_version, o.kind, n.name);
+            debug!(
+                "{NAME}: owner kind {} {} is not served; leaving {} alone",
+                o.api_version, o.kind, n.name
+            );
             return Ok(OwnerState::Solid);
         };
         let api: Api<DynamicObject> = match (&n.ns, r.namespaced) {
@@ -389,8 +407,17 @@ impl Gc<'_> {
         match api.get_opt(&o.name).await? {
             Some(obj) if obj.metadata.uid.as_deref() == Some(o.uid.as_str()) => {
                 let waiting = obj.metadata.deletion_timestamp.is_some()
-                    && obj.metadata.finalizers.iter().flatten().any(|f| f == FOREGROUND);
-                Ok(if waiting { OwnerState::Waiting } else { OwnerState::Solid })
+                    && obj
+                        .metadata
+                        .finalizers
+                        .iter()
+                        .flatten()
+                        .any(|f| f == FOREGROUND);
+                Ok(if waiting {
+                    OwnerState::Waiting
+                } else {
+                    OwnerState::Solid
+                })
             }
             _ => Ok(OwnerState::Dangling),
         }
@@ -440,7 +467,10 @@ impl Gc<'_> {
             }
         }
         if blocking == 0 {
-            info!("{NAME}: no dependent blocks {} any longer", self.describe(n));
+            info!(
+                "{NAME}: no dependent blocks {} any longer",
+                self.describe(n)
+            );
             return self.remove_finalizer(n, FOREGROUND).await;
         }
         Ok(())

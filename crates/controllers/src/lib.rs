@@ -69,7 +69,9 @@ pub struct ControllerManagerArgs {
 /// The short alias upstream also accepts: `deployment` for `deployment-controller`,
 /// `garbagecollector` for `garbage-collector-controller`.
 fn alias(name: &str) -> String {
-    name.strip_suffix("-controller").unwrap_or(name).replace('-', "")
+    name.strip_suffix("-controller")
+        .unwrap_or(name)
+        .replace('-', "")
 }
 
 /// Whether `name` is enabled by the `--controllers` list (upstream's IsControllerEnabled).
@@ -146,7 +148,11 @@ pub async fn run(args: ControllerManagerArgs) -> Result<()> {
     tokio::spawn(on_signal(shutdown.clone()));
     info!(
         "controller-manager starting; enabled controllers: {}",
-        selected.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+        selected
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let elector = election.map(|cfg| {
         info!(
@@ -247,11 +253,23 @@ mod tests {
     #[test]
     fn controllers_flag_follows_upstream() {
         assert!(enabled("deployment-controller", &list("*")));
-        assert!(!enabled("deployment-controller", &list("*,-deployment-controller")));
+        assert!(!enabled(
+            "deployment-controller",
+            &list("*,-deployment-controller")
+        ));
         assert!(!enabled("deployment-controller", &list("-deployment,*")));
-        assert!(enabled("garbage-collector-controller", &list("garbagecollector")));
-        assert!(!enabled("replicaset-controller", &list("deployment-controller")));
+        assert!(enabled(
+            "garbage-collector-controller",
+            &list("garbagecollector")
+        ));
+        assert!(!enabled(
+            "replicaset-controller",
+            &list("deployment-controller")
+        ));
         assert!(select(&list("*,-nosuch")).is_err());
-        assert_eq!(select(&list("*,-deployment")).unwrap().len(), CONTROLLERS.len() - 1);
+        assert_eq!(
+            select(&list("*,-deployment")).unwrap().len(),
+            CONTROLLERS.len() - 1
+        );
     }
 }

@@ -134,7 +134,11 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
 
 /// The ReplicaSets a pod event concerns: its controller, or for an orphan every ReplicaSet of
 /// its namespace whose selector matches (it may adopt it).
-fn pod_owners(sets: &Store<ReplicaSet>, exp: &Expectations, pod: &Pod) -> Vec<ObjectRef<ReplicaSet>> {
+fn pod_owners(
+    sets: &Store<ReplicaSet>,
+    exp: &Expectations,
+    pod: &Pod,
+) -> Vec<ObjectRef<ReplicaSet>> {
     let ns = util::namespace(&pod.metadata);
     if let Some(r) = util::controller_of(&pod.metadata) {
         if r.kind != "ReplicaSet" {
@@ -147,9 +151,9 @@ fn pod_owners(sets: &Store<ReplicaSet>, exp: &Expectations, pod: &Pod) -> Vec<Ob
         .iter()
         .filter(|rs| util::namespace(&rs.metadata) == ns)
         .filter(|rs| {
-            rs.spec.as_ref().is_some_and(|s| {
-                util::selector_matches(&s.selector, pod.metadata.labels.as_ref())
-            })
+            rs.spec
+                .as_ref()
+                .is_some_and(|s| util::selector_matches(&s.selector, pod.metadata.labels.as_ref()))
         })
         .map(|rs| ObjectRef::from_obj(rs.as_ref()))
         .collect()
@@ -185,7 +189,10 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
         match util::claim(&pods_api, rs.as_ref(), &spec.selector, p.as_ref()).await {
             Ok(Claim::Owned) => owned.push(p.clone()),
             Ok(Claim::Skip) => {}
-            Err(e) => warn!("{NAME}: claiming pod {ns}/{}: {e:#}", util::name(&p.metadata)),
+            Err(e) => warn!(
+                "{NAME}: claiming pod {ns}/{}: {e:#}",
+                util::name(&p.metadata)
+            ),
         }
     }
     let mut failure = None;
@@ -216,7 +223,12 @@ async fn manage_replicas(
     api: &Api<Pod>,
 ) -> anyhow::Result<()> {
     let k = key(&rs.metadata);
-    let want = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as usize;
+    let want = rs
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1)
+        .max(0) as usize;
     if owned.len() < want {
         let n = (want - owned.len()).min(BURST_REPLICAS);
         let template = rs
@@ -230,9 +242,7 @@ async fn manage_replicas(
         let (mut done, mut batch) = (0, 1);
         while done < n {
             let size = batch.min(n - done);
-            let results =
-                futures::future::join_all((0..size).map(|_| api.create(&pp, &pod)))
-                    .await;
+            let results = futures::future::join_all((0..size).map(|_| api.create(&pp, &pod))).await;
             let mut created = vec![];
             let mut err = None;
             for r in results {
@@ -248,7 +258,10 @@ async fn manage_replicas(
             }
             batch *= 2;
         }
-        info!("{NAME}: ReplicaSet {k}: created {n} pods (want {want}, had {})", owned.len());
+        info!(
+            "{NAME}: ReplicaSet {k}: created {n} pods (want {want}, had {})",
+            owned.len()
+        );
     } else if owned.len() > want {
         let n = (owned.len() - want).min(BURST_REPLICAS);
         let mut ranked: Vec<&Arc<Pod>> = owned.iter().collect();
@@ -279,7 +292,10 @@ async fn manage_replicas(
                 }
             }
         }
-        info!("{NAME}: ReplicaSet {k}: deleted {n} pods (want {want}, had {})", owned.len());
+        info!(
+            "{NAME}: ReplicaSet {k}: deleted {n} pods (want {want}, had {})",
+            owned.len()
+        );
     }
     Ok(())
 }
@@ -361,7 +377,10 @@ fn status_of(
     let (mut ready, mut available, mut labeled) = (0, 0, 0);
     for p in owned {
         let labels = p.metadata.labels.clone().unwrap_or_default();
-        if template_labels.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+        if template_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+        {
             labeled += 1;
         }
         if util::pod_ready(p) {
@@ -409,19 +428,30 @@ fn status_of(
 }
 
 async fn update_status(ctx: &Ctx, rs: &ReplicaSet, status: serde_json::Value) -> Result<(), Error> {
-    let current = serde_json::to_value(rs.status.clone().unwrap_or_default())
-        .map_err(anyhow::Error::from)?;
-    let same = ["replicas", "fullyLabeledReplicas", "readyReplicas", "availableReplicas", "observedGeneration"]
-        .iter()
-        .all(|f| current.get(*f).and_then(|v| v.as_i64()).unwrap_or(0) == status[*f].as_i64().unwrap_or(0))
-        && current.get("conditions").and_then(|c| c.as_array()).map_or(0, |c| c.len())
-            == status["conditions"].as_array().map_or(0, |c| c.len())
-        && (status["conditions"].is_null() || current.get("conditions").map(|c| c[0]["message"].clone()) == Some(status["conditions"][0]["message"].clone()));
+    let current =
+        serde_json::to_value(rs.status.clone().unwrap_or_default()).map_err(anyhow::Error::from)?;
+    let same = [
+        "replicas",
+        "fullyLabeledReplicas",
+        "readyReplicas",
+        "availableReplicas",
+        "observedGeneration",
+    ]
+    .iter()
+    .all(|f| {
+        current.get(*f).and_then(|v| v.as_i64()).unwrap_or(0) == status[*f].as_i64().unwrap_or(0)
+    }) && current
+        .get("conditions")
+        .and_then(|c| c.as_array())
+        .map_or(0, |c| c.len())
+        == status["conditions"].as_array().map_or(0, |c| c.len())
+        && (status["conditions"].is_null()
+            || current.get("conditions").map(|c| c[0]["message"].clone())
+                == Some(status["conditions"][0]["message"].clone()));
     if same {
         return Ok(());
     }
-    let api: Api<ReplicaSet> =
-        Api::namespaced(ctx.client.clone(), util::namespace(&rs.metadata));
+    let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), util::namespace(&rs.metadata));
     match api
         .patch_status(
             util::name(&rs.metadata),

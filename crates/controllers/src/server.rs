@@ -32,7 +32,10 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn new(args: &ControllerManagerArgs, health: Option<Arc<leaderelect::Health>>) -> Result<Self> {
+    pub fn new(
+        args: &ControllerManagerArgs,
+        health: Option<Arc<leaderelect::Health>>,
+    ) -> Result<Self> {
         let (chain, key) = match (&args.tls_cert_file, &args.tls_private_key_file) {
             (Some(c), Some(k)) => (read_certs(c)?, read_key(k)?),
             (None, None) => self_signed()?,
@@ -57,7 +60,10 @@ impl Server {
         let listener = tokio::net::TcpListener::bind(self.addr)
             .await
             .with_context(|| format!("cannot listen on {}", self.addr))?;
-        info!("serving /healthz, /readyz, /livez and /metrics on https://{}", self.addr);
+        info!(
+            "serving /healthz, /readyz, /livez and /metrics on https://{}",
+            self.addr
+        );
         let app = Router::new()
             .route("/healthz", get(healthz))
             .route("/livez", get(healthz))
@@ -78,7 +84,8 @@ impl Server {
             let app = app.clone();
             tokio::spawn(async move {
                 let stream =
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+                    {
                         Ok(Ok(s)) => s,
                         _ => {
                             debug!(%remote, "TLS handshake failed or timed out");
@@ -148,9 +155,11 @@ async fn metrics() -> impl IntoResponse {
 fn self_signed() -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     let key = rcgen::KeyPair::generate()?;
     let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()])?;
-    params.subject_alt_names.push(rcgen::SanType::IpAddress(
-        std::net::IpAddr::from([127, 0, 0, 1]),
-    ));
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress(std::net::IpAddr::from([
+            127, 0, 0, 1,
+        ])));
     params.distinguished_name.push(
         rcgen::DnType::CommonName,
         format!("localhost@{}", jiff::Timestamp::now().as_second()),

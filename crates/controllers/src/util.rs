@@ -138,7 +138,9 @@ pub fn pod_available(p: &Pod, min_ready: i32) -> (bool, Option<Duration>) {
             } else {
                 (
                     false,
-                    Some(Duration::from_secs((min_ready as i64 - ready_for).max(1) as u64)),
+                    Some(Duration::from_secs(
+                        (min_ready as i64 - ready_for).max(1) as u64
+                    )),
                 )
             }
         }
@@ -271,7 +273,10 @@ mod tests {
         let p = IntOrString::String("25%".into());
         assert_eq!(scaled_value(Some(&p), 10, true, "25%").unwrap(), 3);
         assert_eq!(scaled_value(Some(&p), 10, false, "25%").unwrap(), 2);
-        assert_eq!(scaled_value(Some(&IntOrString::Int(4)), 10, false, "").unwrap(), 4);
+        assert_eq!(
+            scaled_value(Some(&IntOrString::Int(4)), 10, false, "").unwrap(),
+            4
+        );
         assert!(scaled_value(Some(&IntOrString::String("x".into())), 10, true, "").is_err());
     }
 

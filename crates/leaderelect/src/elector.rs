@@ -178,7 +178,8 @@ impl Elector {
             if shutdown.is_cancelled() {
                 return false;
             }
-            let attempt = tokio::time::timeout(self.cfg.renew_deadline, self.try_acquire_or_renew());
+            let attempt =
+                tokio::time::timeout(self.cfg.renew_deadline, self.try_acquire_or_renew());
             tokio::select! {
                 _ = shutdown.cancelled() => return false,
                 r = attempt => match r {
@@ -233,7 +234,10 @@ impl Elector {
                     if !holder.is_empty() && holder != self.cfg.identity {
                         return Stop::Lost(format!("the lease is now held by {holder}"));
                     }
-                    warn!("failed to renew lease {}/{}", self.cfg.namespace, self.cfg.name);
+                    warn!(
+                        "failed to renew lease {}/{}",
+                        self.cfg.namespace, self.cfg.name
+                    );
                 }
                 Ok(Err(e)) => warn!(
                     "failed to renew lease {}/{}: {e:#}",

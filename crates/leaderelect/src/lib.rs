@@ -114,7 +114,9 @@ impl Config {
             anyhow::bail!("leader election durations must be greater than zero");
         }
         if self.lease_duration.as_secs() == 0 {
-            anyhow::bail!("--leader-elect-lease-duration must be at least 1s (leases count whole seconds)");
+            anyhow::bail!(
+                "--leader-elect-lease-duration must be at least 1s (leases count whole seconds)"
+            );
         }
         if self.name.is_empty() || self.identity.is_empty() {
             anyhow::bail!("leader election needs a lease name and an identity");
@@ -151,9 +153,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .ok_or_else(|| format!("missing unit in duration {s:?}"))?;
         let (num, tail) = rest.split_at(num_len);
-        let value: f64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}"))?;
+        let value: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
         let unit_len = tail
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(tail.len());

@@ -89,8 +89,11 @@ impl Acting {
     fn work(
         self: &Arc<Self>,
         who: &'static str,
-    ) -> impl FnOnce(CancellationToken) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>
-    {
+    ) -> impl FnOnce(
+        CancellationToken,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>,
+    > {
         let me = self.clone();
         move |leading: CancellationToken| {
             Box::pin(async move {
@@ -114,7 +117,10 @@ impl Acting {
 
     fn running(&self, who: &str) -> bool {
         let log = self.log.lock().unwrap();
-        log.iter().rev().find(|l| l.starts_with(who)).is_some_and(|l| l.ends_with("start"))
+        log.iter()
+            .rev()
+            .find(|l| l.starts_with(who))
+            .is_some_and(|l| l.ends_with("start"))
     }
 }
 
@@ -127,7 +133,12 @@ async fn acquire_renew_release_and_takeover() {
     let a_id = a_cfg.identity.clone();
     let b_id = b_cfg.identity.clone();
     let a_stop = CancellationToken::new();
-    let a = tokio::spawn(leaderelect::run(c.clone(), a_cfg, a_stop.clone(), acting.work("a")));
+    let a = tokio::spawn(leaderelect::run(
+        c.clone(),
+        a_cfg,
+        a_stop.clone(),
+        acting.work("a"),
+    ));
     wait_until("a to lead", || async { acting.running("a") }).await;
     let l = lease(&c, "test-lock").await.unwrap().spec.unwrap();
     assert_eq!(l.holder_identity.as_deref(), Some(a_id.as_str()));
@@ -137,20 +148,36 @@ async fn acquire_renew_release_and_takeover() {
     wait_until("a renewal", || {
         let c = c.clone();
         let first = first_renew.clone();
-        async move { lease(&c, "test-lock").await.unwrap().spec.unwrap().renew_time != first }
+        async move {
+            lease(&c, "test-lock")
+                .await
+                .unwrap()
+                .spec
+                .unwrap()
+                .renew_time
+                != first
+        }
     })
     .await;
 
     // b waits while a renews; a's clean shutdown releases the lease and b takes it over.
     let b_stop = CancellationToken::new();
-    let b = tokio::spawn(leaderelect::run(c.clone(), b_cfg, b_stop.clone(), acting.work("b")));
+    let b = tokio::spawn(leaderelect::run(
+        c.clone(),
+        b_cfg,
+        b_stop.clone(),
+        acting.work("b"),
+    ));
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(!acting.running("b"), "b acted while a held a renewed lease");
     let released = Instant::now();
     a_stop.cancel();
     a.await.unwrap().unwrap();
     wait_until("b to lead", || async { acting.running("b") }).await;
-    println!("b took over {:?} after a released the lease", released.elapsed());
+    println!(
+        "b took over {:?} after a released the lease",
+        released.elapsed()
+    );
     let l = lease(&c, "test-lock").await.unwrap().spec.unwrap();
     assert_eq!(l.holder_identity.as_deref(), Some(b_id.as_str()));
     assert_eq!(l.lease_transitions, Some(1));
@@ -159,7 +186,11 @@ async fn acquire_renew_release_and_takeover() {
     let l = lease(&c, "test-lock").await.unwrap().spec.unwrap();
     assert_eq!(l.holder_identity, None, "released on shutdown");
     assert_eq!(l.lease_duration_seconds, Some(1));
-    assert_eq!(acting.max.load(Ordering::SeqCst), 1, "two leaders acted at once");
+    assert_eq!(
+        acting.max.load(Ordering::SeqCst),
+        1,
+        "two leaders acted at once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -179,8 +210,13 @@ async fn a_leader_whose_lease_is_taken_stops() {
     let spec = l.spec.as_mut().unwrap();
     spec.holder_identity = Some("intruder".into());
     spec.lease_duration_seconds = Some(600);
-    api.replace("stolen", &PostParams::default(), &l).await.unwrap();
-    let res = tokio::time::timeout(WAIT, a).await.expect("a gave up").unwrap();
+    api.replace("stolen", &PostParams::default(), &l)
+        .await
+        .unwrap();
+    let res = tokio::time::timeout(WAIT, a)
+        .await
+        .expect("a gave up")
+        .unwrap();
     let err = res.expect_err("losing the lease is an error");
     assert!(format!("{err:#}").contains("lost"), "{err:#}");
     assert!(!acting.running("a"), "a still acts after losing the lease");
@@ -192,13 +228,17 @@ async fn proxy(to: std::net::SocketAddr, cut: CancellationToken) -> std::net::So
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut inbound, _)) = l.accept().await else { return };
+            let Ok((mut inbound, _)) = l.accept().await else {
+                return;
+            };
             if cut.is_cancelled() {
                 continue;
             }
             let cut = cut.clone();
             tokio::spawn(async move {
-                let Ok(mut out) = tokio::net::TcpStream::connect(to).await else { return };
+                let Ok(mut out) = tokio::net::TcpStream::connect(to).await else {
+                    return;
+                };
                 tokio::select! {
                     _ = tokio::io::copy_bidirectional(&mut inbound, &mut out) => {}
                     _ = cut.cancelled() => {}
@@ -224,9 +264,17 @@ async fn a_leader_cut_off_stops_before_another_starts() {
     ));
     wait_until("a to lead", || async { acting.running("a") }).await;
     let b_stop = CancellationToken::new();
-    let b = tokio::spawn(leaderelect::run(c.clone(), config("cut"), b_stop.clone(), acting.work("b")));
+    let b = tokio::spawn(leaderelect::run(
+        c.clone(),
+        config("cut"),
+        b_stop.clone(),
+        acting.work("b"),
+    ));
     cut.cancel();
-    let res = tokio::time::timeout(WAIT, a).await.expect("a gave up").unwrap();
+    let res = tokio::time::timeout(WAIT, a)
+        .await
+        .expect("a gave up")
+        .unwrap();
     assert!(res.is_err(), "a cut-off leader reports lost leadership");
     wait_until("b to lead", || async { acting.running("b") }).await;
     let log = acting.log.lock().unwrap().clone();

@@ -159,7 +159,10 @@ fn set_gc_finalizers(obj: &mut serde_json::Value, policy: Option<Propagation>) {
         Propagation::Foreground => (false, true),
         Propagation::Background => (false, false),
     };
-    let current: Vec<String> = meta::finalizers(obj).iter().map(|s| s.to_string()).collect();
+    let current: Vec<String> = meta::finalizers(obj)
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let mut next: Vec<String> = current
         .iter()
         .filter(|f| *f != ORPHAN_FINALIZER && *f != FOREGROUND_FINALIZER)

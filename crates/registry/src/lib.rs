@@ -23,8 +23,7 @@ use std::sync::Arc;
 
 pub use store::{
     DeleteOptions, Deleted, FieldValidation, GenericStore, ListOptions, ListResult, Propagation,
-    WriteOptions,
-    Written,
+    WriteOptions, Written,
 };
 pub use strategy::{ResourceInfo, Strategy};
 pub use watch::{WatchEvent, WatchOptions};

@@ -642,7 +642,11 @@ async fn propagation_policy_sets_the_garbage_collector_finalizers() {
             .unwrap();
     }
     // Foreground: marked, with foregroundDeletion.
-    match cms.delete("default", "fg", &del(Propagation::Foreground)).await.unwrap() {
+    match cms
+        .delete("default", "fg", &del(Propagation::Foreground))
+        .await
+        .unwrap()
+    {
         Deleted::Pending(o) => {
             assert_eq!(o["metadata"]["finalizers"], json!(["foregroundDeletion"]));
             assert!(o["metadata"]["deletionTimestamp"].is_string());
@@ -650,22 +654,34 @@ async fn propagation_policy_sets_the_garbage_collector_finalizers() {
         Deleted::Gone(_) => panic!("foreground deletion waits for dependents"),
     }
     // A second delete may switch the policy: the finalizers follow it.
-    match cms.delete("default", "fg", &del(Propagation::Orphan)).await.unwrap() {
+    match cms
+        .delete("default", "fg", &del(Propagation::Orphan))
+        .await
+        .unwrap()
+    {
         Deleted::Pending(o) => assert_eq!(o["metadata"]["finalizers"], json!(["orphan"])),
         Deleted::Gone(_) => panic!("orphan deletion waits for the collector"),
     }
-    match cms.delete("default", "orphan", &del(Propagation::Orphan)).await.unwrap() {
+    match cms
+        .delete("default", "orphan", &del(Propagation::Orphan))
+        .await
+        .unwrap()
+    {
         Deleted::Pending(o) => assert_eq!(o["metadata"]["finalizers"], json!(["orphan"])),
         Deleted::Gone(_) => panic!("orphan deletion waits for the collector"),
     }
     // Background (and no policy) removes the object at once.
     assert!(matches!(
-        cms.delete("default", "bg", &del(Propagation::Background)).await.unwrap(),
+        cms.delete("default", "bg", &del(Propagation::Background))
+            .await
+            .unwrap(),
         Deleted::Gone(_)
     ));
     // Background on an object marked for orphaning drops the finalizer: it goes.
     assert!(matches!(
-        cms.delete("default", "orphan", &del(Propagation::Background)).await.unwrap(),
+        cms.delete("default", "orphan", &del(Propagation::Background))
+            .await
+            .unwrap(),
         Deleted::Gone(_)
     ));
 }

@@ -40,7 +40,13 @@ impl Cluster {
         let tokens = dir.path().join("tokens.csv");
         std::fs::write(&tokens, format!("{TOKEN},admin,admin,\"system:masters\"\n")).unwrap();
         let apiserver = Command::new(env!("CARGO_BIN_EXE_kybern"))
-            .args(["apiserver", "--bind-address", "127.0.0.1", "--etcd-compaction-interval", "0"])
+            .args([
+                "apiserver",
+                "--bind-address",
+                "127.0.0.1",
+                "--etcd-compaction-interval",
+                "0",
+            ])
             .arg("--secure-port")
             .arg(port.to_string())
             .arg("--data-dir")
@@ -57,7 +63,10 @@ impl Cluster {
         let ca = dir.path().join("pki/apiserver.crt");
         let deadline = Instant::now() + WAIT;
         while !ca.exists() {
-            assert!(Instant::now() < deadline, "the API server wrote no certificate");
+            assert!(
+                Instant::now() < deadline,
+                "the API server wrote no certificate"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         let kubeconfig = dir.path().join("kubeconfig");
@@ -175,10 +184,15 @@ impl Cluster {
         };
         let mut out = format!(
             "--- apiserver log tail:\n{}\n",
-            tail(std::fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default())
+            tail(
+                std::fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default()
+            )
         );
         for i in 0..self.cms.len() {
-            out.push_str(&format!("--- controller-manager {i} log tail:\n{}\n", tail(self.cm_log(i))));
+            out.push_str(&format!(
+                "--- controller-manager {i} log tail:\n{}\n",
+                tail(self.cm_log(i))
+            ));
         }
         out
     }
@@ -194,7 +208,10 @@ impl Cluster {
             .filter(|p| {
                 p["metadata"]["ownerReferences"]
                     .as_array()
-                    .is_some_and(|r| r.iter().any(|r| r["uid"] == rs_uid && r["controller"] == true))
+                    .is_some_and(|r| {
+                        r.iter()
+                            .any(|r| r["uid"] == rs_uid && r["controller"] == true)
+                    })
             })
             .cloned()
             .collect()
@@ -224,16 +241,19 @@ impl Cluster {
     /// Waits until the Deployment reports `n` ready, updated and available replicas and its
     /// app's pods number `n`.
     pub fn wait_deployment(&self, ns: &str, name: &str, n: i64) {
-        self.wait_for(&format!("deployment {name} with {n} ready replicas"), || {
-            let d = self.json(&["get", "deployment", name, "-n", ns]);
-            let s = &d["status"];
-            let done = s["readyReplicas"].as_i64().unwrap_or(0) == n
-                && s["updatedReplicas"].as_i64().unwrap_or(0) == n
-                && s["availableReplicas"].as_i64().unwrap_or(0) == n
-                && s["replicas"].as_i64().unwrap_or(0) == n
-                && s["observedGeneration"] == d["metadata"]["generation"];
-            (done && self.app_pods(ns, name).len() as i64 == n).then_some(())
-        });
+        self.wait_for(
+            &format!("deployment {name} with {n} ready replicas"),
+            || {
+                let d = self.json(&["get", "deployment", name, "-n", ns]);
+                let s = &d["status"];
+                let done = s["readyReplicas"].as_i64().unwrap_or(0) == n
+                    && s["updatedReplicas"].as_i64().unwrap_or(0) == n
+                    && s["availableReplicas"].as_i64().unwrap_or(0) == n
+                    && s["replicas"].as_i64().unwrap_or(0) == n
+                    && s["observedGeneration"] == d["metadata"]["generation"];
+                (done && self.app_pods(ns, name).len() as i64 == n).then_some(())
+            },
+        );
     }
 
     pub fn kill_cm(&mut self, i: usize, signal: &str) {
@@ -322,7 +342,9 @@ async fn kubelet(kubeconfig: PathBuf, stop: Arc<AtomicBool>) {
             continue;
         }
         let now = k8s_openapi::jiff::Timestamp::now();
-        let now = k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap().to_string();
+        let now = k8s_openapi::jiff::Timestamp::from_second(now.as_second())
+            .unwrap()
+            .to_string();
         let body = serde_json::json!({"status": {
             "phase": "Running",
             "conditions": [

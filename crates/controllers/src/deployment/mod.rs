@@ -44,7 +44,10 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
     let (sets, rs_writer) = reflector::store::<ReplicaSet>();
     let rs_events = reflector::reflector(
         rs_writer,
-        watcher(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default()),
+        watcher(
+            Api::<ReplicaSet>::all(client.clone()),
+            watcher::Config::default(),
+        ),
     )
     .default_backoff()
     .touched_objects();
@@ -62,11 +65,7 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
     .with_config(kube::runtime::controller::Config::default().concurrency(5));
     let deployments = controller.store();
     let by_rs = sets.clone();
-    let ctx = Arc::new(Ctx {
-        client,
-        sets,
-        pods,
-    });
+    let ctx = Arc::new(Ctx { client, sets, pods });
     controller
         .watches_stream(rs_events, move |rs: ReplicaSet| {
             rs_owners(&deployments, &rs)
@@ -161,10 +160,21 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         rs_api,
         d_api,
     };
-    let empty_selector = spec.selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
-        && spec.selector.match_expressions.as_ref().is_none_or(|m| m.is_empty());
+    let empty_selector = spec
+        .selector
+        .match_labels
+        .as_ref()
+        .is_none_or(|m| m.is_empty())
+        && spec
+            .selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(|m| m.is_empty());
     if empty_selector {
-        warn!("{NAME}: Deployment {ns}/{} selects all pods; refusing to act", cu::name(&d.metadata));
+        warn!(
+            "{NAME}: Deployment {ns}/{} selects all pods; refusing to act",
+            cu::name(&d.metadata)
+        );
         return Ok(Action::await_change());
     }
     if d.metadata.deletion_timestamp.is_some() {
@@ -191,7 +201,11 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
 
 impl Sync<'_> {
     fn key(&self) -> String {
-        format!("{}/{}", cu::namespace(&self.d.metadata), cu::name(&self.d.metadata))
+        format!(
+            "{}/{}",
+            cu::namespace(&self.d.metadata),
+            cu::name(&self.d.metadata)
+        )
     }
 
     /// Status as the ReplicaSets report it (upstream's calculateStatus), with Available.
@@ -237,7 +251,11 @@ impl Sync<'_> {
 
     /// Writes the status the ReplicaSets imply; with `rollout`, also the Progressing condition
     /// (upstream's syncRolloutStatus), else only counts and Available (syncDeploymentStatus).
-    pub(crate) async fn sync_status(&mut self, new: Option<usize>, rollout: bool) -> Result<(), Error> {
+    pub(crate) async fn sync_status(
+        &mut self,
+        new: Option<usize>,
+        rollout: bool,
+    ) -> Result<(), Error> {
         let old = self.d.status.clone().unwrap_or_default();
         let mut st = self.calculate_status(new);
         let has_deadline = self
@@ -248,7 +266,9 @@ impl Sync<'_> {
             .is_some();
         let paused = self.d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);
         if rollout && has_deadline && !paused {
-            let name = new.map(|i| cu::name(&self.rss[i].metadata).to_string()).unwrap_or_default();
+            let name = new
+                .map(|i| cu::name(&self.rss[i].metadata).to_string())
+                .unwrap_or_default();
             if complete(&self.d, &st) {
                 set_condition(
                     &mut st,
@@ -281,7 +301,10 @@ impl Sync<'_> {
                         format!("ReplicaSet \"{name}\" has timed out progressing."),
                     ),
                 );
-                warn!("{NAME}: Deployment {} exceeded its progress deadline", self.key());
+                warn!(
+                    "{NAME}: Deployment {} exceeded its progress deadline",
+                    self.key()
+                );
             }
         }
         // A new ReplicaSet that cannot create pods makes the Deployment report it.
@@ -290,7 +313,10 @@ impl Sync<'_> {
                 .status
                 .as_ref()
                 .and_then(|s| s.conditions.as_ref())
-                .and_then(|c| c.iter().find(|c| c.type_ == "ReplicaFailure" && c.status == "True"))
+                .and_then(|c| {
+                    c.iter()
+                        .find(|c| c.type_ == "ReplicaFailure" && c.status == "True")
+                })
                 .cloned()
         });
         match failure {
@@ -316,7 +342,11 @@ impl Sync<'_> {
         let body = json!({ "status": st });
         match self
             .d_api
-            .patch_status(cu::name(&self.d.metadata), &PatchParams::default(), &Patch::Merge(&body))
+            .patch_status(
+                cu::name(&self.d.metadata),
+                &PatchParams::default(),
+                &Patch::Merge(&body),
+            )
             .await
         {
             Ok(d) => {
@@ -331,7 +361,13 @@ impl Sync<'_> {
 
     /// Progressing=Unknown with DeploymentPaused / DeploymentResumed as the pause flips.
     async fn check_paused_conditions(&mut self) -> Result<(), Error> {
-        if self.d.spec.as_ref().and_then(|s| s.progress_deadline_seconds).is_none() {
+        if self
+            .d
+            .spec
+            .as_ref()
+            .and_then(|s| s.progress_deadline_seconds)
+            .is_none()
+        {
             return Ok(());
         }
         let paused = self.d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);
@@ -341,13 +377,23 @@ impl Sync<'_> {
         if paused && !paused_cond {
             set_condition(
                 &mut st,
-                new_condition("Progressing", "Unknown", "DeploymentPaused", "Deployment is paused".into()),
+                new_condition(
+                    "Progressing",
+                    "Unknown",
+                    "DeploymentPaused",
+                    "Deployment is paused".into(),
+                ),
             );
             info!("{NAME}: Deployment {} is paused", self.key());
         } else if !paused && paused_cond {
             set_condition(
                 &mut st,
-                new_condition("Progressing", "Unknown", "DeploymentResumed", "Deployment is resumed".into()),
+                new_condition(
+                    "Progressing",
+                    "Unknown",
+                    "DeploymentResumed",
+                    "Deployment is resumed".into(),
+                ),
             );
             info!("{NAME}: Deployment {} is resumed", self.key());
         } else {

@@ -26,7 +26,10 @@ impl Sync<'_> {
             })
             .min_by_key(|(_, rs)| {
                 (
-                    rs.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()),
+                    rs.metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .map(|t| t.0.as_second()),
                     rs.metadata.name.clone(),
                 )
             })
@@ -38,7 +41,10 @@ impl Sync<'_> {
         let mut v: Vec<usize> = (0..self.rss.len()).filter(|i| Some(*i) != new).collect();
         v.sort_by_key(|i| {
             let m = &self.rss[*i].metadata;
-            (m.creation_timestamp.as_ref().map(|t| t.0.as_second()), m.name.clone())
+            (
+                m.creation_timestamp.as_ref().map(|t| t.0.as_second()),
+                m.name.clone(),
+            )
         });
         v
     }
@@ -76,11 +82,20 @@ impl Sync<'_> {
                 let body = json!({"metadata": {"annotations": {REVISION: rev}}});
                 let d = self
                     .d_api
-                    .patch(cu::name(&self.d.metadata), &PatchParams::default(), &Patch::Merge(&body))
+                    .patch(
+                        cu::name(&self.d.metadata),
+                        &PatchParams::default(),
+                        &Patch::Merge(&body),
+                    )
                     .await?;
                 self.d.metadata = d.metadata;
             }
-            let has_deadline = self.d.spec.as_ref().and_then(|s| s.progress_deadline_seconds).is_some();
+            let has_deadline = self
+                .d
+                .spec
+                .as_ref()
+                .and_then(|s| s.progress_deadline_seconds)
+                .is_some();
             let st = self.d.status.get_or_insert_with(Default::default);
             if has_deadline && condition(st, "Progressing").is_none() {
                 let name = cu::name(&self.rss[i].metadata).to_string();
@@ -138,7 +153,11 @@ impl Sync<'_> {
         }
         let updated = self
             .rs_api
-            .patch(cu::name(&rs.metadata), &PatchParams::default(), &Patch::Merge(&body))
+            .patch(
+                cu::name(&rs.metadata),
+                &PatchParams::default(),
+                &Patch::Merge(&body),
+            )
             .await?;
         self.rss[i] = updated;
         Ok(())
@@ -306,7 +325,11 @@ impl Sync<'_> {
                 rs_replicas(rs) == 0
                     && rs_status(rs).0 == 0
                     && rs.metadata.deletion_timestamp.is_none()
-                    && rs.status.as_ref().and_then(|s| s.observed_generation).unwrap_or(0)
+                    && rs
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.observed_generation)
+                        .unwrap_or(0)
                         >= rs.metadata.generation.unwrap_or(0)
             })
             .collect();
@@ -314,7 +337,15 @@ impl Sync<'_> {
         if excess <= 0 {
             return Ok(());
         }
-        cleanable.sort_by_key(|rs| (revision(rs), rs.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second())));
+        cleanable.sort_by_key(|rs| {
+            (
+                revision(rs),
+                rs.metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.as_second()),
+            )
+        });
         let doomed: Vec<String> = cleanable
             .iter()
             .take(excess as usize)

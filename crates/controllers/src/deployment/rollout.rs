@@ -127,9 +127,16 @@ impl Sync<'_> {
         if old.iter().any(|i| rs_status(&self.rss[*i]).0 > 0) {
             return true;
         }
-        let uids: Vec<&str> = old.iter().map(|i| cu::uid(&self.rss[*i].metadata)).collect();
+        let uids: Vec<&str> = old
+            .iter()
+            .map(|i| cu::uid(&self.rss[*i].metadata))
+            .collect();
         self.ctx.pods.state().iter().any(|p| {
-            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
+            let phase = p
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.as_deref())
+                .unwrap_or("");
             phase != "Succeeded"
                 && phase != "Failed"
                 && cu::controller_of(&p.metadata).is_some_and(|r| uids.contains(&r.uid.as_str()))
@@ -174,7 +181,11 @@ impl Sync<'_> {
             return Ok(());
         }
         let total: i32 = active.iter().map(|i| rs_replicas(&self.rss[*i])).sum();
-        let allowed = if want > 0 { want + max_surge(&self.d) } else { 0 };
+        let allowed = if want > 0 {
+            want + max_surge(&self.d)
+        } else {
+            0
+        };
         let to_add = allowed - total;
         // Larger first; newer first when growing, older first when shrinking.
         let created = |i: &usize| {
@@ -193,7 +204,11 @@ impl Sync<'_> {
         let mut sizes = vec![];
         for &i in &active {
             let cur = rs_replicas(&self.rss[i]);
-            let p = if to_add != 0 { self.proportion(i, to_add, added) } else { 0 };
+            let p = if to_add != 0 {
+                self.proportion(i, to_add, added)
+            } else {
+                0
+            };
             added += p;
             sizes.push(cur + p);
         }

@@ -61,8 +61,12 @@ pub fn fenceposts(d: &Deployment) -> anyhow::Result<(i32, i32)> {
         .and_then(|s| s.rolling_update.as_ref());
     let want = replicas(d);
     let surge = scaled_value(ru.and_then(|r| r.max_surge.as_ref()), want, true, "25%")?;
-    let unavailable =
-        scaled_value(ru.and_then(|r| r.max_unavailable.as_ref()), want, false, "25%")?;
+    let unavailable = scaled_value(
+        ru.and_then(|r| r.max_unavailable.as_ref()),
+        want,
+        false,
+        "25%",
+    )?;
     if surge == 0 && unavailable == 0 {
         return Ok((0, 1));
     }
@@ -254,7 +258,10 @@ mod tests {
             fenceposts(&dep(3, IntOrString::Int(0), IntOrString::Int(0))).unwrap(),
             (0, 1)
         );
-        assert_eq!(max_unavailable(&dep(2, IntOrString::Int(0), IntOrString::Int(5))), 2);
+        assert_eq!(
+            max_unavailable(&dep(2, IntOrString::Int(0), IntOrString::Int(5))),
+            2
+        );
     }
 
     #[test]
