@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 pub mod deployment;
+pub mod events;
 pub mod garbagecollector;
 pub mod metrics;
 pub mod replicaset;

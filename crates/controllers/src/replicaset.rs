@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 use serde_json::json;
 use tracing::{info, warn};
 
+use crate::events;
 use crate::util::{self, Claim, Error};
 
 pub const NAME: &str = "replicaset-controller";
@@ -247,8 +248,17 @@ async fn manage_replicas(
             let mut err = None;
             for r in results {
                 match r {
-                    Ok(p) => created.push(util::name(&p.metadata).to_string()),
-                    Err(e) => err = Some(e),
+                    Ok(p) => {
+                        let name = util::name(&p.metadata).to_string();
+                        let msg = format!("Created pod: {name}");
+                        events::record(&ctx.client, NAME, rs, false, "SuccessfulCreate", msg);
+                        created.push(name);
+                    }
+                    Err(e) => {
+                        let msg = format!("Error creating: {e}");
+                        events::record(&ctx.client, NAME, rs, true, "FailedCreate", msg);
+                        err = Some(e);
+                    }
                 }
             }
             done += created.len();
@@ -282,9 +292,12 @@ async fn manage_replicas(
                 .map(|p| api.delete(util::name(&p.metadata), &dp)),
         )
         .await;
-        for r in results {
+        for (r, p) in results.into_iter().zip(&victims) {
             match r {
-                Ok(_) => {}
+                Ok(_) => {
+                    let msg = format!("Deleted pod: {}", util::name(&p.metadata));
+                    events::record(&ctx.client, NAME, rs, false, "SuccessfulDelete", msg);
+                }
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => {
                     ctx.exp.forget(&k);
@@ -427,28 +440,31 @@ fn status_of(
     (status, recheck)
 }
 
+/// The fields a sync decides, in one comparable shape (absent counts are 0; conditions by
+/// type, status, reason and message).
+fn comparable(status: &serde_json::Value) -> serde_json::Value {
+    let count = |f: &str| status.get(f).and_then(|v| v.as_i64()).unwrap_or(0);
+    let conds: Vec<serde_json::Value> = status
+        .get("conditions")
+        .and_then(|c| c.as_array())
+        .into_iter()
+        .flatten()
+        .map(|c| json!([c["type"], c["status"], c["reason"], c["message"]]))
+        .collect();
+    json!([
+        count("replicas"),
+        count("fullyLabeledReplicas"),
+        count("readyReplicas"),
+        count("availableReplicas"),
+        count("observedGeneration"),
+        conds,
+    ])
+}
+
 async fn update_status(ctx: &Ctx, rs: &ReplicaSet, status: serde_json::Value) -> Result<(), Error> {
     let current =
         serde_json::to_value(rs.status.clone().unwrap_or_default()).map_err(anyhow::Error::from)?;
-    let same = [
-        "replicas",
-        "fullyLabeledReplicas",
-        "readyReplicas",
-        "availableReplicas",
-        "observedGeneration",
-    ]
-    .iter()
-    .all(|f| {
-        current.get(*f).and_then(|v| v.as_i64()).unwrap_or(0) == status[*f].as_i64().unwrap_or(0)
-    }) && current
-        .get("conditions")
-        .and_then(|c| c.as_array())
-        .map_or(0, |c| c.len())
-        == status["conditions"].as_array().map_or(0, |c| c.len())
-        && (status["conditions"].is_null()
-            || current.get("conditions").map(|c| c[0]["message"].clone())
-                == Some(status["conditions"][0]["message"].clone()));
-    if same {
+    if comparable(&current) == comparable(&status) {
         return Ok(());
     }
     let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), util::namespace(&rs.metadata));

@@ -22,6 +22,8 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
     apiserver: Child,
     pub cms: Vec<Option<Child>>,
+    /// Each replica's secure port.
+    pub cm_ports: Vec<u16>,
     kubelet_stop: Arc<AtomicBool>,
 }
 
@@ -85,6 +87,7 @@ impl Cluster {
             kubeconfig,
             apiserver,
             cms: vec![],
+            cm_ports: vec![],
             kubelet_stop: Arc::new(AtomicBool::new(false)),
         };
         c.wait_for("the API server to be ready", || {
@@ -98,12 +101,14 @@ impl Cluster {
     pub fn start_cm(&mut self, extra: &[&str]) -> usize {
         let i = self.cms.len();
         let log = std::fs::File::create(self.cm_log_path(i)).unwrap();
+        let port = testkit::procs::free_port();
+        self.cm_ports.push(port);
         let child = Command::new(env!("CARGO_BIN_EXE_kybern"))
             .arg("controller-manager")
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(["--bind-address", "127.0.0.1", "--secure-port"])
-            .arg(testkit::procs::free_port().to_string())
+            .arg(port.to_string())
             .args([
                 "--leader-elect-lease-duration=4s",
                 "--leader-elect-renew-deadline=3s",
@@ -280,7 +285,20 @@ impl Cluster {
         }
     }
 
-    /// The stand-in kubelet: every pod not yet Ready gets phase Running and Ready=True.
+    /// GET https://127.0.0.1:<replica i's secure port><path> (self-signed: not verified); status
+    /// code and body.
+    pub fn cm_get(&self, i: usize, path: &str) -> (u16, String) {
+        let url = format!("https://127.0.0.1:{}{path}", self.cm_ports[i]);
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sk", "-w", "\n%{http_code}", &url]);
+        let o = testkit::procs::run_bounded(cmd, 30);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// The stand-in kubelet: every pod not yet Ready gets phase Running and Ready=True, except
+    /// pods labelled `kybern.test/never-ready` (they stay Pending).
     fn start_kubelet(&self) {
         let kubeconfig = self.kubeconfig.clone();
         let stop = self.kubelet_stop.clone();
@@ -338,7 +356,12 @@ async fn kubelet(kubeconfig: PathBuf, stop: Arc<AtomicBool>) {
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-        if ready || pod.metadata.deletion_timestamp.is_some() {
+        let never = pod
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key("kybern.test/never-ready"));
+        if ready || never || pod.metadata.deletion_timestamp.is_some() {
             continue;
         }
         let now = k8s_openapi::jiff::Timestamp::now();

@@ -209,6 +209,17 @@ impl Sync<'_> {
                     self.key(),
                     rs_replicas(&created)
                 );
+                if rs_replicas(&created) > 0 {
+                    let msg = format!("Scaled up replica set {name} to {}", rs_replicas(&created));
+                    crate::events::record(
+                        &self.ctx.client,
+                        NAME,
+                        &self.d,
+                        false,
+                        "ScalingReplicaSet",
+                        msg,
+                    );
+                }
                 self.rss.push(created);
                 let st = self.d.status.get_or_insert_with(Default::default);
                 if spec.progress_deadline_seconds.is_some() {
@@ -302,6 +313,18 @@ impl Sync<'_> {
             .patch(&name, &PatchParams::default(), &Patch::Merge(&body))
             .await?;
         if size_changes {
+            let msg = format!(
+                "Scaled {} replica set {name} from {from} to {size}",
+                if size > from { "up" } else { "down" }
+            );
+            crate::events::record(
+                &self.ctx.client,
+                NAME,
+                &self.d,
+                false,
+                "ScalingReplicaSet",
+                msg,
+            );
             info!(
                 "{NAME}: Deployment {}: scaled {} replica set {name} from {from} to {size}",
                 self.key(),
