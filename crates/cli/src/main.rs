@@ -14,7 +14,8 @@ mod member;
     about = "A Kubernetes-compatible, highly available cluster in one binary.",
     long_about = "A Kubernetes-compatible, highly available cluster in one binary.\n\n\
     Every component is a subcommand. Today: `store`, an etcd v3-compatible key-value store that real \
-    etcdctl and etcd clients use unchanged, and `bench`, an etcd v3 load generator."
+    etcdctl and etcd clients use unchanged; `apiserver`, the Kubernetes API server; \
+    `controller-manager`, the leader-elected workload controllers; and `bench`, a load generator."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -178,9 +179,12 @@ fn main() -> ExitCode {
                 ..
             } => member::remove(a).await,
             Cmd::Apiserver(args) => apiserver::run(args).await.map_err(failure),
-            Cmd::ControllerManager(args) => controllers::run(args)
-                .await
-                .map_err(|e| (1, format!("controller-manager: {e:#}"))),
+            Cmd::ControllerManager(args) => {
+                controllers::check(&args).map_err(|e| (2, format!("controller-manager: {e:#}")))?;
+                controllers::run(args)
+                    .await
+                    .map_err(|e| (1, format!("controller-manager: {e:#}")))
+            }
             Cmd::Bench(args) => bench::run(args)
                 .await
                 .map_err(|e| (bench::exit_code(&e), format!("bench: {e:#}"))),

@@ -149,3 +149,41 @@ fn progress_deadline_exceeded_and_health_endpoints() {
     );
     assert!(body.contains("controller_syncs_total"), "{body}");
 }
+
+#[test]
+fn controller_manager_flags_are_upstreams_and_bad_ones_exit_2() {
+    let run = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kybern"));
+        cmd.arg("controller-manager").args(args);
+        testkit::procs::run_bounded(cmd, 30)
+    };
+    let help = String::from_utf8_lossy(&run(&["--help"]).stdout).into_owned();
+    for flag in [
+        "--kubeconfig",
+        "--leader-elect ",
+        "--leader-elect-lease-duration",
+        "--leader-elect-renew-deadline",
+        "--leader-elect-retry-period",
+        "--leader-elect-resource-namespace",
+        "--leader-elect-resource-name",
+        "--controllers",
+        "--bind-address",
+        "--secure-port",
+        "--tls-cert-file",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
+    }
+    for (args, says) in [
+        (&["--controllers=*,-nosuch"][..], "unknown controller \"nosuch\""),
+        (
+            &["--leader-elect-renew-deadline=20s"][..],
+            "must be greater than --leader-elect-renew-deadline",
+        ),
+        (&["--leader-elect-retry-period=5"][..], "missing unit"),
+    ] {
+        let o = run(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}

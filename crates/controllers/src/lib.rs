@@ -136,6 +136,15 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client
     kube::Client::try_from(config).context("cannot build the API client")
 }
 
+/// Refuses inconsistent flags (unknown controllers, election timings upstream rejects).
+pub fn check(args: &ControllerManagerArgs) -> Result<()> {
+    select(&args.controllers)?;
+    if args.leader_election.leader_elect {
+        args.leader_election.config("kube-controller-manager")?;
+    }
+    Ok(())
+}
+
 /// Runs the controller-manager until SIGTERM/SIGINT (Ok) or lost leadership (an error).
 pub async fn run(args: ControllerManagerArgs) -> Result<()> {
     let selected = select(&args.controllers)?;
