@@ -28,10 +28,12 @@ fn watch_hashes(
             use kube::runtime::watcher;
             let client = cm::client(&kubeconfig).await;
             let api: kube::Api<Pod> = kube::Api::namespaced(client, "default");
-            let mut events = watcher::watcher(api, watcher::Config::default().labels(&selector)).boxed();
+            let mut events =
+                watcher::watcher(api, watcher::Config::default().labels(&selector)).boxed();
             let mut pods: HashMap<String, String> = HashMap::new();
             while !stop.load(Ordering::SeqCst) {
-                let ev = match tokio::time::timeout(Duration::from_millis(300), events.next()).await {
+                let ev = match tokio::time::timeout(Duration::from_millis(300), events.next()).await
+                {
                     Ok(Some(Ok(ev))) => ev,
                     Ok(Some(Err(_))) | Err(_) => continue,
                     Ok(None) => break,
@@ -67,7 +69,13 @@ fn watch_hashes(
 fn recreate_never_mixes_templates() {
     let mut c = Cluster::start();
     c.start_cm(&[]);
-    c.ok(&["create", "deployment", "db", "--image=postgres:15", "--replicas=3"]);
+    c.ok(&[
+        "create",
+        "deployment",
+        "db",
+        "--image=postgres:15",
+        "--replicas=3",
+    ]);
     c.ok(&[
         "patch",
         "deployment",
@@ -79,7 +87,9 @@ fn recreate_never_mixes_templates() {
     c.wait_deployment("default", "db", 3);
     let stop = Arc::new(AtomicBool::new(false));
     let (seen, watcher) = watch_hashes(c.kubeconfig.clone(), "db", stop.clone());
-    c.wait_for("the watcher to list", || (seen.lock().unwrap().1 > 0).then_some(()));
+    c.wait_for("the watcher to list", || {
+        (seen.lock().unwrap().1 > 0).then_some(())
+    });
     c.ok(&["set", "image", "deployment/db", "postgres=postgres:16"]);
     c.ok(&["rollout", "status", "deployment/db", "--timeout=80s"]);
     c.wait_deployment("default", "db", 3);
@@ -87,7 +97,10 @@ fn recreate_never_mixes_templates() {
     watcher.join().unwrap();
     let (max_templates, events) = *seen.lock().unwrap();
     println!("recreate: at most {max_templates} templates live at once over {events} events");
-    assert_eq!(max_templates, 1, "old and new pods ran together under Recreate");
+    assert_eq!(
+        max_templates, 1,
+        "old and new pods ran together under Recreate"
+    );
     // The events kubectl describe shows.
     let describe = c.ok(&["describe", "deployment", "db"]);
     assert!(describe.contains("ScalingReplicaSet"), "{describe}");
@@ -101,7 +114,12 @@ fn recreate_never_mixes_templates() {
 #[test]
 fn progress_deadline_exceeded_and_health_endpoints() {
     let mut c = Cluster::start();
-    c.start_cm(&[]);
+    // On upstream's port, where `kubectl get componentstatuses` probes it.
+    assert!(
+        std::net::TcpListener::bind("127.0.0.1:10257").is_ok(),
+        "port 10257 is taken: stop whatever controller-manager runs on this machine"
+    );
+    c.start_cm_on(10257, &[]);
     let d = r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"stuck"},
       "spec":{"replicas":2,"progressDeadlineSeconds":3,"minReadySeconds":1,
       "selector":{"matchLabels":{"app":"stuck"}},
@@ -125,7 +143,11 @@ fn progress_deadline_exceeded_and_health_endpoints() {
     });
     let o = c.kubectl(&["rollout", "status", "deployment/stuck", "--timeout=30s"]);
     assert!(!o.ok, "rollout status of a stuck rollout fails");
-    assert!(o.stderr.contains("exceeded its progress deadline"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("exceeded its progress deadline"),
+        "{}",
+        o.stderr
+    );
     let d = c.json(&["get", "deployment", "stuck"]);
     assert_eq!(d["status"]["replicas"], 2);
     assert_eq!(d["status"]["availableReplicas"].as_i64().unwrap_or(0), 0);
@@ -148,6 +170,17 @@ fn progress_deadline_exceeded_and_health_endpoints() {
         "{body}"
     );
     assert!(body.contains("controller_syncs_total"), "{body}");
+    // componentstatuses probes that /healthz.
+    let cs = c.ok(&[
+        "get",
+        "componentstatuses",
+        "controller-manager",
+        "-o",
+        "json",
+    ]);
+    let cs: serde_json::Value = serde_json::from_str(&cs).unwrap();
+    assert_eq!(cs["conditions"][0]["status"], "True", "{cs}");
+    assert_eq!(cs["conditions"][0]["message"], "ok", "{cs}");
 }
 
 #[test]
@@ -174,7 +207,10 @@ fn controller_manager_flags_are_upstreams_and_bad_ones_exit_2() {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
     for (args, says) in [
-        (&["--controllers=*,-nosuch"][..], "unknown controller \"nosuch\""),
+        (
+            &["--controllers=*,-nosuch"][..],
+            "unknown controller \"nosuch\"",
+        ),
         (
             &["--leader-elect-renew-deadline=20s"][..],
             "must be greater than --leader-elect-renew-deadline",

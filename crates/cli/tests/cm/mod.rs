@@ -99,9 +99,13 @@ impl Cluster {
 
     /// Starts a controller-manager replica with short election timings; its index.
     pub fn start_cm(&mut self, extra: &[&str]) -> usize {
+        self.start_cm_on(testkit::procs::free_port(), extra)
+    }
+
+    /// Starts a controller-manager replica serving health and metrics on `port`.
+    pub fn start_cm_on(&mut self, port: u16, extra: &[&str]) -> usize {
         let i = self.cms.len();
         let log = std::fs::File::create(self.cm_log_path(i)).unwrap();
-        let port = testkit::procs::free_port();
         self.cm_ports.push(port);
         let child = Command::new(env!("CARGO_BIN_EXE_kybern"))
             .arg("controller-manager")
