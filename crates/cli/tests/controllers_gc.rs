@@ -8,7 +8,8 @@ use cm::Cluster;
 #[test]
 fn delete_background_foreground_and_orphan() {
     let mut c = Cluster::start();
-    c.start_cm(&[]);
+    // One replica needs no election (and takes no lease).
+    c.start_cm(&["--leader-elect=false"]);
     for app in ["bg", "fg", "orphan"] {
         c.ok(&["create", "deployment", app, "--image=nginx", "--replicas=2"]);
     }
@@ -76,6 +77,19 @@ fn delete_background_foreground_and_orphan() {
         c.pods_of("default", &rs_uid).len(),
         2,
         "the orphaned pods stay"
+    );
+
+    let lease = c.kubectl(&[
+        "get",
+        "lease",
+        "-n",
+        "kube-system",
+        "kube-controller-manager",
+    ]);
+    assert!(
+        !lease.ok,
+        "--leader-elect=false took a lease: {}",
+        lease.stdout
     );
 
     // And an orphaned ReplicaSet deleted in the background takes its pods with it.

@@ -137,6 +137,21 @@ fn node_of(res: usize, obj: &DynamicObject) -> Option<Node> {
 
 /// Runs the garbage collector until its watches fail for good.
 pub async fn run(client: kube::Client) -> anyhow::Result<()> {
+    let resources = discover(&client).await?;
+    info!(
+        "{NAME}: watching {} resources: {}",
+        resources.len(),
+        resources
+            .iter()
+            .map(|r| r.ar.plural.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    collect(client, resources).await
+}
+
+/// Every resource that can be listed, watched and deleted (but events).
+async fn discover(client: &kube::Client) -> anyhow::Result<Vec<Res>> {
     let discovery = Discovery::new(client.clone()).run().await?;
     let mut resources = vec![];
     for group in discovery.groups() {
@@ -151,15 +166,23 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
             resources.push(Res { ar, namespaced });
         }
     }
-    info!(
-        "{NAME}: watching {} resources: {}",
-        resources.len(),
-        resources
-            .iter()
-            .map(|r| r.ar.plural.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    Ok(resources)
+}
+
+/// Names a resource set can be compared by.
+fn names(resources: &[Res]) -> Vec<String> {
+    let mut v: Vec<String> = resources
+        .iter()
+        .map(|r| format!("{}/{}/{}", r.ar.group, r.ar.version, r.ar.plural))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Builds and acts on the graph of `resources` until the watches end or discovery finds
+/// another set of resources (new CRDs): then it returns, to be started again over the new set.
+async fn collect(client: kube::Client, resources: Vec<Res>) -> anyhow::Result<()> {
+    let watched = names(&resources);
     let resources = Arc::new(resources);
     let graph = Arc::new(Mutex::new(Graph::default()));
     let wake = Arc::new(Notify::new());
@@ -171,8 +194,16 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
             .boxed()
     });
     let mut events = futures::stream::select_all(streams);
-    let worker = tokio::spawn(work(client, resources.clone(), graph.clone(), wake.clone()));
+    let worker = tokio::spawn(work(
+        client.clone(),
+        resources.clone(),
+        graph.clone(),
+        wake.clone(),
+    ));
     let mut resync = tokio::time::interval(Duration::from_secs(30));
+    // Upstream rediscovers every 30 s (--garbage-collector resource sync); so do we.
+    let mut rediscover = tokio::time::interval(Duration::from_secs(30));
+    rediscover.tick().await;
     loop {
         tokio::select! {
             ev = events.next() => {
@@ -182,6 +213,17 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
                     Err(e) => warn!("{NAME}: watching {}: {e}", resources[i].ar.plural),
                 }
                 wake.notify_one();
+            }
+            _ = rediscover.tick() => {
+                match discover(&client).await {
+                    Ok(now) if names(&now) != watched => {
+                        info!("{NAME}: the API server's resources changed; restarting over the new set");
+                        worker.abort();
+                        return Ok(());
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!("{NAME}: discovery: {e}"),
+                }
             }
             _ = resync.tick() => {
                 let mut g = graph.lock();

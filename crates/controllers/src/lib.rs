@@ -234,7 +234,11 @@ pub async fn run_controllers(
             loop {
                 info!("starting {name}");
                 match f(client.clone()).await {
-                    Ok(()) => warn!("{name} stopped; restarting it"),
+                    Ok(()) => {
+                        info!("{name} returned; starting it again");
+                        backoff = Duration::from_secs(1);
+                        continue;
+                    }
                     Err(e) => error!("{name} failed: {e:#}; restarting it in {backoff:?}"),
                 }
                 tokio::select! {
