@@ -223,3 +223,60 @@ fn controller_manager_flags_are_upstreams_and_bad_ones_exit_2() {
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn scaling_a_stuck_rollout_is_proportional() {
+    let mut c = Cluster::start();
+    c.start_cm(&[]);
+    c.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx",
+        "--replicas=10",
+    ]);
+    c.wait_deployment("default", "web", 10);
+    // A template whose pods never become ready: the rollout stops at maxSurge/maxUnavailable
+    // (25% of 10: surge 3, unavailable 2): old 8 ready, new 5 not ready.
+    c.ok(&[
+        "patch",
+        "deployment",
+        "web",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/spec/template/metadata/labels/kybern.test~1never-ready","value":"yes"}]"#,
+    ]);
+    let sizes = |c: &Cluster| -> (i64, i64) {
+        let mut old = 0;
+        let mut new = 0;
+        for rs in c.replicasets("default", "web") {
+            let n = rs["spec"]["replicas"].as_i64().unwrap();
+            if rs["spec"]["template"]["metadata"]["labels"]["kybern.test/never-ready"].is_string() {
+                new += n;
+            } else {
+                old += n;
+            }
+        }
+        (old, new)
+    };
+    c.wait_for("the rollout to stall at old 8 / new 5", || {
+        (sizes(&c) == (8, 5)).then_some(())
+    });
+    c.ok(&["scale", "deployment/web", "--replicas=20"]);
+    // 20 + 25% surge = 25 pods, shared in proportion to 8:5 (upstream rounding): 15 and 10.
+    c.wait_for("proportional scaling to old 15 / new 10", || {
+        (sizes(&c) == (15, 10)).then_some(())
+    });
+    c.wait_for("every ReplicaSet to have its pods", || {
+        c.replicasets("default", "web")
+            .iter()
+            .all(|rs| {
+                let uid = rs["metadata"]["uid"].as_str().unwrap();
+                c.pods_of("default", uid).len() as i64 == rs["spec"]["replicas"].as_i64().unwrap()
+            })
+            .then_some(())
+    });
+    let d = c.json(&["get", "deployment", "web"]);
+    assert_eq!(d["status"]["replicas"], 25, "{}", d["status"]);
+    assert_eq!(d["status"]["updatedReplicas"], 10, "{}", d["status"]);
+}
