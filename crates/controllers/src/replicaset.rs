@@ -17,8 +17,8 @@ use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use parking_lot::Mutex;
 use serde_json::json;
 use tracing::{info, warn};
@@ -105,13 +105,10 @@ fn key(meta: &ObjectMeta) -> String {
 
 /// Runs the ReplicaSet controller until its watches fail for good.
 pub async fn run(client: kube::Client) -> anyhow::Result<()> {
-    let (pods, writer) = reflector::store::<Pod>();
-    let pod_events = reflector::reflector(
-        writer,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects();
+    let pods = util::reflect(Api::<Pod>::all(client.clone()), "pods").await?;
+    let _pods_watch = pods.guard;
+    let pod_events = pods.changes.map(Ok::<_, watcher::Error>);
+    let pods = pods.store;
     let controller = Controller::new(
         Api::<ReplicaSet>::all(client.clone()),
         watcher::Config::default(),
@@ -167,11 +164,6 @@ fn error_policy(rs: Arc<ReplicaSet>, e: &Error, _ctx: Arc<Ctx>) -> Action {
 }
 
 async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    // Act only on a complete pod cache (after a leader change it starts empty).
-    ctx.pods
-        .wait_until_ready()
-        .await
-        .map_err(|e| anyhow::anyhow!("pod cache: {e}"))?;
     let k = key(&rs.metadata);
     let ns = util::namespace(&rs.metadata).to_string();
     let Some(spec) = rs.spec.as_ref() else {

@@ -317,3 +317,70 @@ impl From<kube::Error> for Error {
         Error(e.into())
     }
 }
+
+/// A reflector running in its own task: its cache, ready (listed once), and the stream of the
+/// objects it sees change, to trigger a controller with. The task stops when the guard drops.
+pub struct Reflected<K: Resource + Clone + 'static>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    pub store: kube::runtime::reflector::Store<K>,
+    pub changes: futures::channel::mpsc::UnboundedReceiver<K>,
+    pub guard: AbortOnDrop,
+}
+
+/// Aborts its task when dropped (a controller's watches end with the controller).
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts watching `api` and waits for its first complete list (so a controller never acts on
+/// a partial cache, e.g. right after taking over leadership).
+pub async fn reflect<K>(api: Api<K>, what: &'static str) -> anyhow::Result<Reflected<K>>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    use futures::StreamExt;
+    use kube::runtime::{reflector, watcher, WatchStreamExt};
+    let (store, writer) = reflector::store::<K>();
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    let task = tokio::spawn(async move {
+        let mut events = reflector::reflector(
+            writer,
+            watcher::watcher(api, watcher::Config::default()),
+        )
+        .default_backoff()
+        .touched_objects()
+        .boxed();
+        while let Some(ev) = events.next().await {
+            match ev {
+                Ok(obj) => {
+                    if tx.unbounded_send(obj).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!("watching {what}: {e}"),
+            }
+        }
+    });
+    let guard = AbortOnDrop(task);
+    store
+        .wait_until_ready()
+        .await
+        .map_err(|e| anyhow::anyhow!("watching {what}: {e}"))?;
+    Ok(Reflected {
+        store,
+        changes: rx,
+        guard,
+    })
+}

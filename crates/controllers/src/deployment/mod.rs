@@ -18,8 +18,8 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -41,23 +41,13 @@ pub(crate) struct Ctx {
 
 /// Runs the Deployment controller until its watches fail for good.
 pub async fn run(client: kube::Client) -> anyhow::Result<()> {
-    let (sets, rs_writer) = reflector::store::<ReplicaSet>();
-    let rs_events = reflector::reflector(
-        rs_writer,
-        watcher(
-            Api::<ReplicaSet>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects();
-    let (pods, pod_writer) = reflector::store::<Pod>();
-    let pod_events = reflector::reflector(
-        pod_writer,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects();
+    // Both caches complete before the first sync (after a leader change they start empty).
+    let sets = cu::reflect(Api::<ReplicaSet>::all(client.clone()), "replicasets").await?;
+    let pods = cu::reflect(Api::<Pod>::all(client.clone()), "pods").await?;
+    let (_rs_watch, _pod_watch) = (sets.guard, pods.guard);
+    let rs_events = sets.changes.map(Ok::<_, watcher::Error>);
+    let pod_events = pods.changes.map(Ok::<_, watcher::Error>);
+    let (sets, pods) = (sets.store, pods.store);
     let controller = Controller::new(
         Api::<Deployment>::all(client.clone()),
         watcher::Config::default(),
@@ -135,9 +125,6 @@ pub(crate) struct Sync<'a> {
 }
 
 async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let not_ready = |e| anyhow::anyhow!("cache: {e}");
-    ctx.sets.wait_until_ready().await.map_err(not_ready)?;
-    ctx.pods.wait_until_ready().await.map_err(not_ready)?;
     let ns = cu::namespace(&d.metadata).to_string();
     let Some(spec) = d.spec.as_ref() else {
         return Ok(Action::await_change());
