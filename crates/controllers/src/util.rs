@@ -355,13 +355,11 @@ where
     let (store, writer) = reflector::store::<K>();
     let (tx, rx) = futures::channel::mpsc::unbounded();
     let task = tokio::spawn(async move {
-        let mut events = reflector::reflector(
-            writer,
-            watcher::watcher(api, watcher::Config::default()),
-        )
-        .default_backoff()
-        .touched_objects()
-        .boxed();
+        let mut events =
+            reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()))
+                .default_backoff()
+                .touched_objects()
+                .boxed();
         while let Some(ev) = events.next().await {
             match ev {
                 Ok(obj) => {
