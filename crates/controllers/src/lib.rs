@@ -179,8 +179,9 @@ pub async fn run(args: ControllerManagerArgs) -> Result<()> {
     let health = elector.as_ref().map(|e| e.health());
     if args.secure_port != 0 {
         let srv = server::Server::new(&args, health.clone())?;
+        let listener = srv.bind().await?;
         tokio::spawn(async move {
-            if let Err(e) = srv.serve().await {
+            if let Err(e) = srv.serve(listener).await {
                 error!("health and metrics server failed: {e:#}");
             }
         });

@@ -56,10 +56,14 @@ impl Server {
         })
     }
 
-    pub async fn serve(self) -> Result<()> {
-        let listener = tokio::net::TcpListener::bind(self.addr)
+    /// Binds the secure port (a taken port fails the start, as upstream).
+    pub async fn bind(&self) -> Result<tokio::net::TcpListener> {
+        tokio::net::TcpListener::bind(self.addr)
             .await
-            .with_context(|| format!("cannot listen on {}", self.addr))?;
+            .with_context(|| format!("cannot listen on --secure-port {}", self.addr))
+    }
+
+    pub async fn serve(self, listener: tokio::net::TcpListener) -> Result<()> {
         info!(
             "serving /healthz, /readyz, /livez and /metrics on https://{}",
             self.addr
