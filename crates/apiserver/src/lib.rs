@@ -10,6 +10,7 @@
 
 pub mod authn;
 pub mod discovery;
+mod healthprobe;
 pub mod metrics;
 pub mod negotiate;
 pub mod openapi;

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use apimachinery::{ApiError, FieldSelector, LabelSelector};
-use registry::{DeleteOptions, FieldValidation, ListOptions, WatchOptions, WriteOptions};
+use registry::{
+    DeleteOptions, FieldValidation, ListOptions, Propagation, WatchOptions, WriteOptions,
+};
 use serde_json::Value;
 
 pub struct Query(HashMap<String, String>);
@@ -118,7 +120,32 @@ impl Query {
         if let Ok(g) = self.get("gracePeriodSeconds").parse() {
             o.grace_period_seconds = Some(g);
         }
+        let propagation = |policy: Option<&str>, orphan: Option<bool>| {
+            match (policy, orphan) {
+            (Some(p), None) if !p.is_empty() => Propagation::parse(p).map(Some).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+                ))
+            }),
+            (Some(p), Some(_)) if !p.is_empty() => Err(ApiError::bad_request(
+                "orphanDependents and propagationPolicy cannot both be set".to_string(),
+            )),
+            (_, Some(true)) => Ok(Some(Propagation::Orphan)),
+            (_, Some(false)) => Ok(Some(Propagation::Background)),
+            _ => Ok(None),
+        }
+        };
+        let orphan_q = match self.get("orphanDependents") {
+            "" => None,
+            v => Some(v == "true"),
+        };
+        o.propagation = propagation(Some(self.get("propagationPolicy")), orphan_q)?;
         if let Some(b) = body {
+            let p = b.get("propagationPolicy").and_then(Value::as_str);
+            let orphan = b.get("orphanDependents").and_then(Value::as_bool);
+            if p.is_some() || orphan.is_some() {
+                o.propagation = propagation(p, orphan)?;
+            }
             if let Some(g) = b.get("gracePeriodSeconds").and_then(Value::as_i64) {
                 o.grace_period_seconds = Some(g);
             }

@@ -379,21 +379,12 @@ async fn component_statuses(
         Err(e) => (false, String::new(), e.message().to_string()),
     };
     let mut items = vec![];
+    // The scheduler's and controller-manager's /healthz (it includes their leader election
+    // check), as upstream probes them.
     for (n, port) in [("scheduler", 10259u16), ("controller-manager", 10257)] {
-        let url = format!("https://127.0.0.1:{port}/healthz");
-        let probe = tokio::time::timeout(
-            std::time::Duration::from_secs(2),
-            tokio::net::TcpStream::connect(("127.0.0.1", port)),
-        )
-        .await;
-        let s = match probe {
-            Ok(Ok(_)) => (true, "ok".to_string(), String::new()),
-            Ok(Err(e)) => (
-                false,
-                String::new(),
-                format!("Get \"{url}\": dial tcp 127.0.0.1:{port}: {e}"),
-            ),
-            Err(_) => (false, String::new(), format!("Get \"{url}\": timeout")),
+        let s = match crate::healthprobe::healthz(port).await {
+            Ok(body) => (true, body, String::new()),
+            Err(e) => (false, String::new(), e),
         };
         items.push((n.to_string(), s));
     }

@@ -14,7 +14,8 @@ mod member;
     about = "A Kubernetes-compatible, highly available cluster in one binary.",
     long_about = "A Kubernetes-compatible, highly available cluster in one binary.\n\n\
     Every component is a subcommand. Today: `store`, an etcd v3-compatible key-value store that real \
-    etcdctl and etcd clients use unchanged, and `bench`, an etcd v3 load generator."
+    etcdctl and etcd clients use unchanged; `apiserver`, the Kubernetes API server; \
+    `controller-manager`, the leader-elected workload controllers; and `bench`, a load generator."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -33,6 +34,10 @@ enum Cmd {
     },
     /// Run the Kubernetes API server (plain HTTP on loopback until TLS arrives).
     Apiserver(apiserver::ApiserverArgs),
+    /// Run the controller-manager (flags as kube-controller-manager): the Deployment,
+    /// ReplicaSet and garbage collector controllers, run by whichever replica holds the
+    /// kube-system/kube-controller-manager Lease.
+    ControllerManager(controllers::ControllerManagerArgs),
     // About and long help come from `bench::BenchArgs`.
     Bench(bench::BenchArgs),
 }
@@ -174,6 +179,12 @@ fn main() -> ExitCode {
                 ..
             } => member::remove(a).await,
             Cmd::Apiserver(args) => apiserver::run(args).await.map_err(failure),
+            Cmd::ControllerManager(args) => {
+                controllers::check(&args).map_err(|e| (2, format!("controller-manager: {e:#}")))?;
+                controllers::run(args)
+                    .await
+                    .map_err(|e| (1, format!("controller-manager: {e:#}")))
+            }
             Cmd::Bench(args) => bench::run(args)
                 .await
                 .map_err(|e| (bench::exit_code(&e), format!("bench: {e:#}"))),

@@ -5,7 +5,9 @@ use apimachinery::{meta, ApiError};
 use serde_json::json;
 
 use crate::kvutil;
-use crate::store::{DeleteOptions, Deleted, GenericStore, ListOptions, ListResult, MAX_RETRIES};
+use crate::store::{
+    DeleteOptions, Deleted, GenericStore, ListOptions, ListResult, Propagation, MAX_RETRIES,
+};
 use crate::strategy::DeleteMode;
 
 impl GenericStore {
@@ -42,11 +44,19 @@ impl GenericStore {
                     ));
                 }
             }
+            // The garbage collector's finalizers follow the propagation policy (as upstream's
+            // deletionFinalizersForGarbageCollection); a repeated delete may change them.
+            let original = obj;
+            let mut obj = original.clone();
+            set_gc_finalizers(&mut obj, opts.propagation);
             let mode = self.strategy.delete_mode(&obj, opts.grace_period_seconds);
             let has_finalizers =
                 !meta::finalizers(&obj).is_empty() || self.strategy.info().resource == "namespaces";
             if has_finalizers || matches!(mode, DeleteMode::Graceful(_)) {
-                if meta::deletion_timestamp(&obj).is_some() && !matches!(mode, DeleteMode::Now) {
+                if meta::deletion_timestamp(&obj).is_some()
+                    && !matches!(mode, DeleteMode::Now)
+                    && obj == original
+                {
                     return Ok(Deleted::Pending(obj));
                 }
                 if has_finalizers || matches!(mode, DeleteMode::Graceful(g) if g > 0) {
@@ -70,7 +80,7 @@ impl GenericStore {
                     if self.strategy.info().resource == "namespaces" {
                         marked["status"]["phase"] = json!("Terminating");
                     }
-                    if opts.dry_run || marked == obj {
+                    if opts.dry_run || marked == original {
                         return Ok(Deleted::Pending(marked));
                     }
                     let key = self.key(ns, name);
@@ -130,5 +140,48 @@ impl GenericStore {
         }
         res.items = deleted;
         Ok(res)
+    }
+}
+
+/// The finalizer that makes the garbage collector orphan an object's dependents first.
+pub const ORPHAN_FINALIZER: &str = "orphan";
+/// The finalizer that makes the garbage collector delete blocking dependents first.
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+
+/// Adds or removes the `orphan` and `foregroundDeletion` finalizers as `policy` asks; without a
+/// policy the object's own finalizers stand (every resource here defaults to Background).
+fn set_gc_finalizers(obj: &mut serde_json::Value, policy: Option<Propagation>) {
+    let Some(policy) = policy else {
+        return;
+    };
+    let (orphan, foreground) = match policy {
+        Propagation::Orphan => (true, false),
+        Propagation::Foreground => (false, true),
+        Propagation::Background => (false, false),
+    };
+    let current: Vec<String> = meta::finalizers(obj)
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut next: Vec<String> = current
+        .iter()
+        .filter(|f| *f != ORPHAN_FINALIZER && *f != FOREGROUND_FINALIZER)
+        .cloned()
+        .collect();
+    if orphan {
+        next.push(ORPHAN_FINALIZER.into());
+    }
+    if foreground {
+        next.push(FOREGROUND_FINALIZER.into());
+    }
+    let same = next.len() == current.len() && next.iter().all(|f| current.contains(f));
+    if same {
+        return;
+    }
+    let m = meta::metadata_mut(obj);
+    if next.is_empty() {
+        m.remove("finalizers");
+    } else {
+        m.insert("finalizers".into(), json!(next));
     }
 }

@@ -23,8 +23,8 @@ mod watch_cache;
 use std::sync::Arc;
 
 pub use store::{
-    DeleteOptions, Deleted, FieldValidation, GenericStore, ListOptions, ListResult, WriteOptions,
-    Written,
+    DeleteOptions, Deleted, FieldValidation, GenericStore, ListOptions, ListResult, Propagation,
+    WriteOptions, Written,
 };
 pub use strategy::{ResourceInfo, Strategy};
 pub use watch::{WatchEvent, WatchOptions};

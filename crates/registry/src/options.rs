@@ -49,6 +49,31 @@ pub struct DeleteOptions {
     pub grace_period_seconds: Option<i64>,
     pub precondition_uid: Option<String>,
     pub precondition_rv: Option<String>,
+    /// How dependents are handled (`propagationPolicy`, or the deprecated `orphanDependents`);
+    /// None: the resource's default (Background for every resource served here).
+    pub propagation: Option<Propagation>,
+}
+
+/// `metav1.DeletionPropagation`: what the garbage collector does with an object's dependents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Propagation {
+    /// Dependents lose their owner reference and stay (finalizer `orphan`).
+    Orphan,
+    /// The owner goes at once; the garbage collector deletes the dependents afterwards.
+    Background,
+    /// The owner stays (finalizer `foregroundDeletion`) until its blocking dependents are gone.
+    Foreground,
+}
+
+impl Propagation {
+    pub fn parse(s: &str) -> Option<Propagation> {
+        match s {
+            "Orphan" => Some(Propagation::Orphan),
+            "Background" => Some(Propagation::Background),
+            "Foreground" => Some(Propagation::Foreground),
+            _ => None,
+        }
+    }
 }
 
 pub struct ListResult {

@@ -112,6 +112,9 @@ impl GenericStore {
             precondition_rv: d["preconditions"]["resourceVersion"]
                 .as_str()
                 .map(String::from),
+            propagation: d["propagationPolicy"]
+                .as_str()
+                .and_then(crate::options::Propagation::parse),
         };
         self.delete(ns, name, &opts).await?;
         let mut s = status::success_status("", "pods", name, "");

@@ -15,7 +15,8 @@ use crate::kvutil::{self, store_err};
 use crate::strategy::Strategy;
 
 pub use crate::options::{
-    DeleteOptions, Deleted, FieldValidation, ListOptions, ListResult, WriteOptions, Written,
+    DeleteOptions, Deleted, FieldValidation, ListOptions, ListResult, Propagation, WriteOptions,
+    Written,
 };
 
 #[derive(Clone)]

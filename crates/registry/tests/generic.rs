@@ -625,3 +625,63 @@ async fn every_resource_can_be_encrypted() {
         .starts_with(b"k8s:enc:aesgcm:v1:k:"));
     assert_eq!(d.get("default", "d").await.unwrap()["spec"]["replicas"], 1);
 }
+
+#[tokio::test]
+async fn propagation_policy_sets_the_garbage_collector_finalizers() {
+    use registry::{DeleteOptions, Propagation};
+    let (_d, r) = registry().await;
+    let cms = r.lookup("", "v1", "configmaps").unwrap();
+    let w = WriteOptions::default();
+    let del = |p| DeleteOptions {
+        propagation: Some(p),
+        ..Default::default()
+    };
+    for name in ["fg", "orphan", "bg"] {
+        cms.create("default", json!({"metadata": {"name": name}}), &w)
+            .await
+            .unwrap();
+    }
+    // Foreground: marked, with foregroundDeletion.
+    match cms
+        .delete("default", "fg", &del(Propagation::Foreground))
+        .await
+        .unwrap()
+    {
+        Deleted::Pending(o) => {
+            assert_eq!(o["metadata"]["finalizers"], json!(["foregroundDeletion"]));
+            assert!(o["metadata"]["deletionTimestamp"].is_string());
+        }
+        Deleted::Gone(_) => panic!("foreground deletion waits for dependents"),
+    }
+    // A second delete may switch the policy: the finalizers follow it.
+    match cms
+        .delete("default", "fg", &del(Propagation::Orphan))
+        .await
+        .unwrap()
+    {
+        Deleted::Pending(o) => assert_eq!(o["metadata"]["finalizers"], json!(["orphan"])),
+        Deleted::Gone(_) => panic!("orphan deletion waits for the collector"),
+    }
+    match cms
+        .delete("default", "orphan", &del(Propagation::Orphan))
+        .await
+        .unwrap()
+    {
+        Deleted::Pending(o) => assert_eq!(o["metadata"]["finalizers"], json!(["orphan"])),
+        Deleted::Gone(_) => panic!("orphan deletion waits for the collector"),
+    }
+    // Background (and no policy) removes the object at once.
+    assert!(matches!(
+        cms.delete("default", "bg", &del(Propagation::Background))
+            .await
+            .unwrap(),
+        Deleted::Gone(_)
+    ));
+    // Background on an object marked for orphaning drops the finalizer: it goes.
+    assert!(matches!(
+        cms.delete("default", "orphan", &del(Propagation::Background))
+            .await
+            .unwrap(),
+        Deleted::Gone(_)
+    ));
+}

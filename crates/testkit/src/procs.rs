@@ -61,29 +61,35 @@ fn rand_u32() -> u32 {
 }
 
 /// Runs `cmd` to completion with stdout and stderr captured; a command still running after `secs`
-/// is killed and the calling test fails with its stderr.
+/// is killed and the calling test fails with its stderr. Output is read while the command runs
+/// (a command writing more than a pipe holds would otherwise block forever).
 pub fn run_bounded(mut cmd: Command, secs: u64) -> std::process::Output {
     let what = format!("{cmd:?}");
-    let mut child = cmd
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if child.try_wait().ok().flatten().is_some() {
-            return child.wait_with_output().expect("collect the output");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("collect the output");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(out) => out.expect("collect the output"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            let out = rx
+                .recv_timeout(Duration::from_secs(10))
+                .ok()
+                .and_then(|o| o.ok());
             panic!(
                 "{what} did not exit within {secs}s\nstderr: {}",
-                String::from_utf8_lossy(&out.stderr)
+                out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                    .unwrap_or_default()
             );
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
