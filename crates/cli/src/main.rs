@@ -33,6 +33,8 @@ enum Cmd {
     },
     /// Run the Kubernetes API server (plain HTTP on loopback until TLS arrives).
     Apiserver(apiserver::ApiserverArgs),
+    // About and long help come from `controllers::ControllerManagerArgs`.
+    ControllerManager(controllers::ControllerManagerArgs),
     // About and long help come from `bench::BenchArgs`.
     Bench(bench::BenchArgs),
 }
@@ -174,6 +176,7 @@ fn main() -> ExitCode {
                 ..
             } => member::remove(a).await,
             Cmd::Apiserver(args) => apiserver::run(args).await.map_err(failure),
+            Cmd::ControllerManager(args) => controllers::run(args).await.map_err(failure),
             Cmd::Bench(args) => bench::run(args)
                 .await
                 .map_err(|e| (bench::exit_code(&e), format!("bench: {e:#}"))),

@@ -1,0 +1,324 @@
+//! endpoints-controller: keeps an Endpoints object (named as its Service) listing the pods a
+//! Service selects: ready pods under `addresses`, the others under `notReadyAddresses` (all under
+//! `addresses` with `publishNotReadyAddresses`), ports by name with named target ports resolved
+//! per pod, pods grouped into subsets by their port set. Services without a selector are left
+//! alone (their Endpoints are the user's); the Endpoints of a deleted Service is deleted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
+};
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+
+use crate::kit::{self, Named, Result};
+
+pub const NAME: &str = "endpoints-controller";
+
+/// The label a headless Service's endpoints carry.
+pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
+/// Endpoints holding a leader-election record (old-style locks) are never swept.
+const LEADER_ANNOTATION: &str = "control-plane.alpha.kubernetes.io/leader";
+
+struct Ctx {
+    client: Client,
+    pods: Store<Pod>,
+    endpoints: Store<Endpoints>,
+    services: Store<Service>,
+}
+
+impl Named for Ctx {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+}
+
+/// Runs the endpoints controller until its watches end.
+pub async fn run(client: Client) -> anyhow::Result<()> {
+    let (pods, pod_events) = kit::reflect(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    let (endpoints, ep_events) =
+        kit::reflect(Api::<Endpoints>::all(client.clone()), watcher::Config::default());
+    let svc_ctl = Controller::new(Api::<Service>::all(client.clone()), watcher::Config::default());
+    let services = svc_ctl.store();
+    let for_pod = services.clone();
+    let ctl = svc_ctl
+        // A pod change may matter to any Service of its namespace (its labels may have left one).
+        .watches_stream(pod_events, move |p: Pod| services_in(&for_pod, &p.namespace().unwrap_or_default()))
+        .watches_stream(ep_events, |e: Endpoints| {
+            Some(ObjectRef::new(&e.name_any()).within(&e.namespace().unwrap_or_default()))
+        });
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        pods,
+        endpoints: endpoints.clone(),
+        services: services.clone(),
+    });
+    let sweep = sweep_orphans(client, endpoints, services);
+    tokio::select! {
+        r = kit::drive(NAME, ctl, reconcile, ctx) => r,
+        r = sweep => r,
+    }
+}
+
+fn services_in(store: &Store<Service>, ns: &str) -> Vec<ObjectRef<Service>> {
+    store
+        .state_filter(|s| s.metadata.namespace.as_deref() == Some(ns))
+        .iter()
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
+/// The pods a Service selects, from the cache.
+pub(crate) fn selected_pods(pods: &Store<Pod>, svc: &Service) -> Vec<Arc<Pod>> {
+    let ns = svc.namespace().unwrap_or_default();
+    let sel = svc.spec.as_ref().and_then(|s| s.selector.as_ref());
+    pods.state_filter(|p| {
+        p.metadata.namespace.as_deref() == Some(ns.as_str())
+            && kit::map_selects(sel, p.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()))
+    })
+}
+
+/// Whether a Service has a selector (the controllers manage only those).
+pub(crate) fn has_selector(svc: &Service) -> bool {
+    svc.spec
+        .as_ref()
+        .and_then(|s| s.selector.as_ref())
+        .is_some_and(|s| !s.is_empty())
+}
+
+pub(crate) fn headless(svc: &Service) -> bool {
+    svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None")
+}
+
+pub(crate) fn publish_not_ready(svc: &Service) -> bool {
+    svc.spec
+        .as_ref()
+        .and_then(|s| s.publish_not_ready_addresses)
+        .unwrap_or(false)
+}
+
+/// The ports a pod serves for a Service: each service port whose target port the pod has (a
+/// named target port is looked up among the pod's container ports of that protocol).
+pub(crate) fn pod_ports(svc: &Service, pod: &Pod) -> Vec<EndpointPort> {
+    let mut out = vec![];
+    for sp in svc.spec.as_ref().and_then(|s| s.ports.as_ref()).into_iter().flatten() {
+        let proto = sp.protocol.clone().unwrap_or_else(|| "TCP".into());
+        let port = match &sp.target_port {
+            None => Some(sp.port),
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(p)) => Some(*p),
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(name)) => {
+                match name.parse::<i32>() {
+                    Ok(n) => Some(n),
+                    Err(_) => find_named_port(pod, name, &proto),
+                }
+            }
+        };
+        if let Some(port) = port {
+            out.push(EndpointPort {
+                name: sp.name.clone(),
+                port,
+                protocol: Some(proto),
+                app_protocol: sp.app_protocol.clone(),
+            });
+        }
+    }
+    out
+}
+
+fn find_named_port(pod: &Pod, name: &str, proto: &str) -> Option<i32> {
+    let spec = pod.spec.as_ref()?;
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .flat_map(|c| c.ports.iter().flatten())
+        .find(|p| p.name.as_deref() == Some(name) && p.protocol.as_deref().unwrap_or("TCP") == proto)
+        .map(|p| p.container_port)
+}
+
+/// The pod's IP; pods without one cannot be endpoints yet.
+pub(crate) fn pod_ip(pod: &Pod) -> Option<String> {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .filter(|ip| !ip.is_empty())
+}
+
+/// Upstream's hostname rule: a pod's hostname is published when its subdomain is the Service.
+pub(crate) fn pod_hostname(svc: &Service, pod: &Pod) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    if spec.subdomain.as_deref() == Some(svc.name_any().as_str()) {
+        spec.hostname.clone().filter(|h| !h.is_empty())
+    } else {
+        None
+    }
+}
+
+pub(crate) fn target_ref(pod: &Pod) -> ObjectReference {
+    ObjectReference {
+        kind: Some("Pod".into()),
+        name: pod.metadata.name.clone(),
+        namespace: pod.metadata.namespace.clone(),
+        uid: pod.metadata.uid.clone(),
+        ..Default::default()
+    }
+}
+
+/// Labels of a Service's Endpoints and EndpointSlices: the Service's own, plus the headless mark.
+pub(crate) fn derived_labels(svc: &Service) -> BTreeMap<String, String> {
+    let mut l = svc.metadata.labels.clone().unwrap_or_default();
+    l.remove(HEADLESS_LABEL);
+    if headless(svc) {
+        l.insert(HEADLESS_LABEL.into(), String::new());
+    }
+    l
+}
+
+/// The subsets a Service should have, grouped by port set and sorted, as upstream repacks them.
+fn desired_subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> {
+    let publish = publish_not_ready(svc);
+    let no_ports = svc.spec.as_ref().and_then(|s| s.ports.as_ref()).is_none_or(|p| p.is_empty());
+    // port set (as a sortable key) -> (ports, ready addresses, not-ready addresses)
+    type Group = (Vec<EndpointPort>, Vec<EndpointAddress>, Vec<EndpointAddress>);
+    let mut groups: BTreeMap<Vec<(String, i32, String)>, Group> = BTreeMap::new();
+    for pod in pods {
+        let Some(ip) = pod_ip(pod) else { continue };
+        // Finished pods never serve again; terminating ones only when not-ready ones are published.
+        if matches!(kit::phase(pod), "Succeeded" | "Failed") || (kit::terminating(pod) && !publish) {
+            continue;
+        }
+        let ports = pod_ports(svc, pod);
+        if ports.is_empty() && !(no_ports && headless(svc)) {
+            continue;
+        }
+        let key: Vec<(String, i32, String)> = ports
+            .iter()
+            .map(|p| (p.name.clone().unwrap_or_default(), p.port, p.protocol.clone().unwrap_or_default()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let addr = EndpointAddress {
+            ip,
+            hostname: pod_hostname(svc, pod),
+            node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+            target_ref: Some(target_ref(pod)),
+        };
+        let g = groups.entry(key).or_insert_with(|| (ports.clone(), vec![], vec![]));
+        if publish || kit::pod_ready(pod) {
+            g.1.push(addr);
+        } else {
+            g.2.push(addr);
+        }
+    }
+    groups
+        .into_values()
+        .map(|(mut ports, mut ready, mut not_ready)| {
+            ports.sort_by(|a, b| (&a.name, a.port).cmp(&(&b.name, b.port)));
+            ready.sort_by(|a, b| a.ip.cmp(&b.ip));
+            not_ready.sort_by(|a, b| a.ip.cmp(&b.ip));
+            EndpointSubset {
+                addresses: (!ready.is_empty()).then_some(ready),
+                not_ready_addresses: (!not_ready.is_empty()).then_some(not_ready),
+                ports: (!ports.is_empty()).then_some(ports),
+            }
+        })
+        .collect()
+}
+
+async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action> {
+    if !has_selector(&svc) || svc.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    kit::synced(&ctx.pods).await?;
+    kit::synced(&ctx.endpoints).await?;
+    let ns = svc.namespace().unwrap_or_default();
+    let name = svc.name_any();
+    let pods = selected_pods(&ctx.pods, &svc);
+    let subsets = desired_subsets(&svc, &pods);
+    let labels = derived_labels(&svc);
+    let api: Api<Endpoints> = Api::namespaced(ctx.client.clone(), &ns);
+    let current = ctx.endpoints.get(&kit::obj_ref(&ns, &name));
+    let want_subsets = (!subsets.is_empty()).then_some(subsets);
+    match current {
+        Some(cur) => {
+            let cur_subsets = cur.subsets.clone().filter(|s| !s.is_empty());
+            if cur_subsets == want_subsets && cur.metadata.labels.clone().unwrap_or_default() == labels {
+                return Ok(Action::await_change());
+            }
+            let mut ep = (*cur).clone();
+            ep.subsets = want_subsets;
+            ep.metadata.labels = Some(labels);
+            api.replace(&name, &PostParams::default(), &ep).await?;
+            tracing::info!(controller = NAME, "updated endpoints {ns}/{name}: {}", summary(&ep));
+        }
+        None => {
+            let ep = Endpoints {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(ns.clone()),
+                    labels: Some(labels),
+                    ..Default::default()
+                },
+                subsets: want_subsets,
+            };
+            match api.create(&PostParams::default(), &ep).await {
+                Ok(_) => tracing::info!(controller = NAME, "created endpoints {ns}/{name}: {}", summary(&ep)),
+                // Created meanwhile: the watch brings it and reconciles again.
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(Action::await_change())
+}
+
+fn summary(ep: &Endpoints) -> String {
+    let (mut r, mut n) = (0, 0);
+    for s in ep.subsets.iter().flatten() {
+        r += s.addresses.as_ref().map_or(0, Vec::len);
+        n += s.not_ready_addresses.as_ref().map_or(0, Vec::len);
+    }
+    format!("{r} ready, {n} not ready")
+}
+
+/// Deletes Endpoints whose Service is gone (upstream deletes them with the Service, and at start
+/// sweeps the leftovers); the caches are checked every 2 s and the server asked before deleting.
+async fn sweep_orphans(
+    client: Client,
+    endpoints: Store<Endpoints>,
+    services: Store<Service>,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        if kit::synced(&endpoints).await.is_err() || kit::synced(&services).await.is_err() {
+            continue;
+        }
+        for ep in endpoints.state() {
+            let ns = ep.namespace().unwrap_or_default();
+            let name = ep.name_any();
+            if ep.annotations().contains_key(LEADER_ANNOTATION)
+                || services.get(&kit::obj_ref(&ns, &name)).is_some()
+            {
+                continue;
+            }
+            // Check the server, not only the cache, before deleting.
+            let svcs: Api<Service> = Api::namespaced(client.clone(), &ns);
+            match svcs.get_opt(&name).await {
+                Ok(None) => {}
+                _ => continue,
+            }
+            let api: Api<Endpoints> = Api::namespaced(client.clone(), &ns);
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => tracing::info!(controller = NAME, "deleted endpoints {ns}/{name}: its service is gone"),
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => tracing::warn!(controller = NAME, "deleting endpoints {ns}/{name}: {e}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! job-controller: runs a Job's pods to completion. Up to `parallelism` pods run at once until
+//! `completions` have succeeded (without `completions`, until one succeeded and the rest
+//! finished); failed pods are replaced until failures (plus container restarts under
+//! `restartPolicy: OnFailure`) exceed `backoffLimit`; `activeDeadlineSeconds` bounds the run;
+//! `suspend` removes the running pods. The status counts active, ready, terminating, succeeded
+//! and failed pods and ends with the SuccessCriteriaMet and Complete (with `completionTime`) or
+//! FailureTarget and Failed conditions, as upstream. Jobs with `spec.managedBy` set to another
+//! controller are left alone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+
+use crate::kit::{self, Named, Result};
+
+pub const NAME: &str = "job-controller";
+const MANAGED_BY: &str = "kubernetes.io/job-controller";
+const BURST: usize = 500;
+
+struct Ctx {
+    client: Client,
+    pods: Store<Pod>,
+    expect: kit::Expectations<String>,
+}
+
+impl Named for Ctx {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+}
+
+/// Runs the Job controller until its watches end.
+pub async fn run(client: Client) -> anyhow::Result<()> {
+    let (pods, pod_events) = kit::reflect(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    let ctl = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default())
+        .owns_stream(pod_events);
+    let ctx = Arc::new(Ctx {
+        client,
+        pods,
+        expect: Default::default(),
+    });
+    kit::drive(NAME, ctl, reconcile, ctx).await
+}
+
+fn has_condition(job: &Job, t: &str) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == t && c.status == "True"))
+}
+
+fn condition(t: &str, status: bool, reason: &str, message: &str) -> JobCondition {
+    let now = kit::now();
+    JobCondition {
+        type_: t.into(),
+        status: if status { "True" } else { "False" }.into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_probe_time: Some(now.clone()),
+        last_transition_time: Some(now),
+    }
+}
+
+/// Sets a condition (replacing one of its type when the status changes).
+fn set_condition(conds: &mut Vec<JobCondition>, c: JobCondition) {
+    match conds.iter_mut().find(|o| o.type_ == c.type_) {
+        Some(o) if o.status == c.status => {}
+        Some(o) => *o = c,
+        None => conds.push(c),
+    }
+}
+
+async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
+    let spec = job.spec.clone().unwrap_or_default();
+    if spec.managed_by.as_deref().is_some_and(|m| m != MANAGED_BY) {
+        return Ok(Action::await_change());
+    }
+    kit::synced(&ctx.pods).await?;
+    let ns = job.namespace().unwrap_or_default();
+    let name = job.name_any();
+    let uid = job.uid().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let cached = |n: &str| ctx.pods.get(&kit::obj_ref(&ns, n));
+    let in_sync = ctx.expect.satisfied(
+        &uid,
+        |n| cached(n).is_some(),
+        |n| cached(n).is_none_or(|p| kit::terminating(&p)),
+    );
+    let pods = kit::owned_pods(&ctx.pods, &ns, &uid);
+    let mut active: Vec<&Arc<Pod>> = pods.iter().filter(|p| kit::pod_active(p)).collect();
+    let terminating = pods
+        .iter()
+        .filter(|p| kit::terminating(p) && !matches!(kit::phase(p), "Succeeded" | "Failed"))
+        .count();
+    let old = job.status.clone().unwrap_or_default();
+    let count = |ph: &str| pods.iter().filter(|p| kit::phase(p) == ph).count() as i32;
+    // Pods of a finished count stay counted even if someone deletes them.
+    let succeeded = count("Succeeded").max(old.succeeded.unwrap_or(0));
+    let failed = count("Failed").max(old.failed.unwrap_or(0));
+    let restarts: i32 = if spec.template.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) == Some("OnFailure") {
+        active
+            .iter()
+            .flat_map(|p| p.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default())
+            .map(|c| c.restart_count)
+            .sum()
+    } else {
+        0
+    };
+    let mut conds = old.conditions.clone().unwrap_or_default();
+    let mut status = JobStatus {
+        start_time: old.start_time.clone(),
+        completion_time: old.completion_time.clone(),
+        succeeded: Some(succeeded),
+        failed: Some(failed),
+        uncounted_terminated_pods: Some(UncountedTerminatedPods::default()),
+        ..Default::default()
+    };
+    let finished = has_condition(&job, "Complete") || has_condition(&job, "Failed");
+    let suspended = spec.suspend.unwrap_or(false);
+    let mut to_delete: Vec<String> = vec![];
+    let mut requeue: Option<Duration> = None;
+
+    if finished {
+        if has_condition(&job, "Failed") {
+            to_delete = active.iter().map(|p| p.name_any()).collect();
+        }
+    } else if suspended {
+        to_delete = active.iter().map(|p| p.name_any()).collect();
+        status.start_time = None;
+        set_condition(&mut conds, condition("Suspended", true, "JobSuspended", "Job suspended"));
+    } else {
+        if has_condition(&job, "Suspended") {
+            set_condition(&mut conds, condition("Suspended", false, "JobResumed", "Job resumed"));
+        }
+        let start = status.start_time.clone().unwrap_or_else(kit::now);
+        status.start_time = Some(start.clone());
+        let backoff_limit = spec.backoff_limit.unwrap_or(6);
+        let elapsed = jiff::Timestamp::now().duration_since(start.0).as_secs();
+        let failure = if failed + restarts > backoff_limit {
+            Some(("BackoffLimitExceeded", "Job has reached the specified backoff limit"))
+        } else if spec.active_deadline_seconds.is_some_and(|d| elapsed >= d) {
+            Some(("DeadlineExceeded", "Job was active longer than specified deadline"))
+        } else {
+            None
+        };
+        let completions = spec.completions;
+        let complete = match completions {
+            Some(c) => succeeded >= c,
+            None => succeeded >= 1 && active.is_empty(),
+        };
+        if let Some((reason, message)) = failure {
+            to_delete = active.iter().map(|p| p.name_any()).collect();
+            set_condition(&mut conds, condition("FailureTarget", true, reason, message));
+            set_condition(&mut conds, condition("Failed", true, reason, message));
+            tracing::info!(controller = NAME, "job {ns}/{name} failed: {message}");
+        } else if complete {
+            to_delete = active.iter().map(|p| p.name_any()).collect();
+            let msg = "Reached expected number of succeeded pods";
+            set_condition(&mut conds, condition("SuccessCriteriaMet", true, "CompletionsReached", msg));
+            set_condition(&mut conds, condition("Complete", true, "CompletionsReached", msg));
+            status.completion_time = Some(kit::now());
+            tracing::info!(controller = NAME, "job {ns}/{name} complete: {succeeded} succeeded");
+        } else if in_sync {
+            let parallelism = spec.parallelism.unwrap_or(1).max(0) as usize;
+            let want = match completions {
+                Some(c) => parallelism.min((c - succeeded).max(0) as usize),
+                // A work queue: once one pod succeeded, no new ones; the rest finish.
+                None if succeeded > 0 => active.len().min(parallelism),
+                None => parallelism,
+            };
+            if active.len() < want {
+                let n = (want - active.len()).min(BURST);
+                let pod = kit::pod_from_template(&spec.template, &name, kit::owner_ref(job.as_ref()));
+                let mut created = vec![];
+                let mut err = None;
+                for _ in 0..n {
+                    match kit::create_pod(&api, &pod).await {
+                        Ok(n) => created.push(n),
+                        Err(e) => {
+                            err = Some(e);
+                            break;
+                        }
+                    }
+                }
+                tracing::info!(controller = NAME, "job {ns}/{name}: created {} pod(s)", created.len());
+                ctx.expect.expect(&uid, created, vec![]);
+                if let Some(e) = err {
+                    return Err(e);
+                }
+            } else if active.len() > want {
+                let mut extra = active.clone();
+                extra.sort_by_key(|p| kit::deletion_rank(p));
+                to_delete = extra.iter().take(active.len() - want).map(|p| p.name_any()).collect();
+            }
+            if let Some(d) = spec.active_deadline_seconds {
+                requeue = Some(Duration::from_secs((d - elapsed).max(1) as u64));
+            }
+        } else {
+            requeue = Some(Duration::from_secs(1));
+        }
+    }
+    for n in &to_delete {
+        kit::delete_pod(&api, n).await?;
+    }
+    if !to_delete.is_empty() {
+        tracing::info!(controller = NAME, "job {ns}/{name}: deleted {} active pod(s)", to_delete.len());
+        ctx.expect.expect(&uid, vec![], to_delete.clone());
+        active.retain(|p| !to_delete.contains(&p.name_any()));
+    }
+    status.active = Some(active.len() as i32);
+    status.ready = Some(active.iter().filter(|p| kit::pod_ready(p)).count() as i32);
+    status.terminating = Some((terminating + to_delete.len()) as i32);
+    status.conditions = (!conds.is_empty()).then_some(conds);
+    if job.status.as_ref() != Some(&status) {
+        let mut j = (*job).clone();
+        j.status = Some(status);
+        let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+        match jobs.replace_status(&name, &PostParams::default(), &j).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(requeue.map(Action::requeue).unwrap_or_else(Action::await_change))
+}
