@@ -270,7 +270,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
         ..Default::default()
     };
     let (mut current, mut misscheduled, mut ready, mut available, mut updated) = (0, 0, 0, 0, 0);
-    let mut desired = 0;
+    let mut desired: usize = 0;
     // Out-of-date pods on eligible nodes: (name, available)
     let mut old = vec![];
     let mut unavailable_nodes = 0;
@@ -364,12 +364,12 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
     } else if !in_sync {
         requeue = Some(Duration::from_secs(1));
     }
-    status.desired_number_scheduled = desired;
+    status.desired_number_scheduled = desired as i32;
     status.current_number_scheduled = current;
     status.number_misscheduled = misscheduled;
     status.number_ready = ready;
     status.number_available = Some(available);
-    status.number_unavailable = Some(desired - available);
+    status.number_unavailable = Some(desired as i32 - available);
     status.updated_number_scheduled = Some(updated);
     if ds.status.as_ref() != Some(&status) {
         let mut d = (*ds).clone();

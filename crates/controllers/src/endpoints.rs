@@ -30,7 +30,6 @@ struct Ctx {
     client: Client,
     pods: Store<Pod>,
     endpoints: Store<Endpoints>,
-    services: Store<Service>,
 }
 
 impl Named for Ctx {
@@ -57,7 +56,6 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
         client: client.clone(),
         pods,
         endpoints: endpoints.clone(),
-        services: services.clone(),
     });
     let sweep = sweep_orphans(client, endpoints, services);
     tokio::select! {

@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -140,21 +139,6 @@ pub fn map_selects(sel: Option<&BTreeMap<String, String>>, labels: &BTreeMap<Str
         Some(s) if !s.is_empty() => s.iter().all(|(k, v)| labels.get(k) == Some(v)),
         _ => false,
     }
-}
-
-/// A LabelSelector parsed for matching; None for an invalid one. An empty selector matches nothing
-/// (as upstream's workload controllers treat it).
-pub fn label_selector(sel: &LabelSelector) -> Option<Selector> {
-    let empty = sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
-        && sel.match_expressions.as_ref().is_none_or(|m| m.is_empty());
-    if empty {
-        return None;
-    }
-    Selector::try_from(sel.clone()).ok()
-}
-
-pub fn selects(sel: &Option<Selector>, labels: &BTreeMap<String, String>) -> bool {
-    sel.as_ref().is_some_and(|s| s.matches(labels))
 }
 
 /// A pod's Ready condition is True.
@@ -307,13 +291,6 @@ impl<Key: Hash + Eq + Clone> Expectations<Key> {
             return true;
         }
         false
-    }
-
-    pub fn forget(&self, key: &Key) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
     }
 }
 
