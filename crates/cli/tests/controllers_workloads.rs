@@ -262,9 +262,9 @@ spec:
             set_pod_ready(&c, "ds", p["metadata"]["name"].as_str().unwrap(), &format!("10.3.1.{ip}"), true);
         }
         let now = daemon_pods(&c);
-        now.len() == 2 && !now.iter().any(|x| old.contains(x))
+        available == 2 && now.len() == 2 && !now.iter().any(|x| old.contains(x))
     });
     let image = c.ok(&["get", "pods", "-n", "ds", "-l", "app=agent", "-o", "jsonpath={.items[*].spec.containers[0].image}"]);
     assert!(!image.contains("agent:1"), "{image}");
-    c.ok(&["rollout", "status", "ds/agent", "-n", "ds", "--timeout=90s"]);
+    c.ok(&["rollout", "status", "ds/agent", "-n", "ds", "--timeout=50s"]);
 }
