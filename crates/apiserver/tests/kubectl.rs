@@ -216,7 +216,7 @@ fn namespaces_configmaps_labels_patches_and_errors_with(c: &Cluster) {
     );
     c.fails(&["get", "cm", "app-config", "-n", "demo"]);
     assert_eq!(
-        c.ok(&["delete", "namespace", "demo"]),
+        c.ok(&["delete", "namespace", "demo", "--wait=false"]),
         "namespace \"demo\" deleted\n"
     );
     // Without a controller-manager (whose namespace controller empties and finalizes it) the

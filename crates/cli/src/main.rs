@@ -14,7 +14,8 @@ mod member;
     about = "A Kubernetes-compatible, highly available cluster in one binary.",
     long_about = "A Kubernetes-compatible, highly available cluster in one binary.\n\n\
     Every component is a subcommand. Today: `store`, an etcd v3-compatible key-value store that real \
-    etcdctl and etcd clients use unchanged, and `bench`, an etcd v3 load generator."
+    etcdctl and etcd clients use unchanged, `apiserver`, `controller-manager`, and `bench`, a load \
+    generator."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -176,7 +177,11 @@ fn main() -> ExitCode {
                 ..
             } => member::remove(a).await,
             Cmd::Apiserver(args) => apiserver::run(args).await.map_err(failure),
-            Cmd::ControllerManager(args) => controllers::run(args).await.map_err(failure),
+            Cmd::ControllerManager(args) => {
+                // A bad --controllers list is a usage error (exit 2), found before connecting.
+                controllers::selected(&args.controllers).map_err(|e| (2, e))?;
+                controllers::run(args).await.map_err(failure)
+            }
             Cmd::Bench(args) => bench::run(args)
                 .await
                 .map_err(|e| (bench::exit_code(&e), format!("bench: {e:#}"))),

@@ -268,3 +268,52 @@ spec:
     assert!(!image.contains("agent:1"), "{image}");
     c.ok(&["rollout", "status", "ds/agent", "-n", "ds", "--timeout=50s"]);
 }
+
+#[test]
+fn indexed_job_completes_every_index() {
+    let c = Cluster::start(&["--controllers=job-controller"]);
+    c.ok(&["create", "namespace", "jobs"]);
+    c.apply(
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: shard, namespace: jobs}
+spec:
+  completions: 3
+  parallelism: 3
+  completionMode: Indexed
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: c, image: busybox}]
+"#,
+    );
+    let index = |p: &serde_json::Value| {
+        p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"].as_str().unwrap_or("").to_string()
+    };
+    c.wait_for("a pod per index", || {
+        let mut ix: Vec<String> = job_pods(&c, "shard").iter().map(index).collect();
+        ix.sort();
+        ix == ["0", "1", "2"]
+    });
+    for p in job_pods(&c, "shard") {
+        let i = index(&p);
+        assert_eq!(p["spec"]["hostname"], format!("shard-{i}"));
+        assert_eq!(p["spec"]["containers"][0]["env"][0]["name"], "JOB_COMPLETION_INDEX");
+    }
+    let by_index = |i: &str| {
+        job_pods(&c, "shard").into_iter().find(|p| index(p) == i && p["status"]["phase"] == "Pending").map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+    };
+    finish(&c, &by_index("1").unwrap(), "Succeeded");
+    c.wait_for("completedIndexes 1", || {
+        c.ok(&["get", "job", "shard", "-n", "jobs", "-o", "jsonpath={.status.completedIndexes}"]) == "1"
+    });
+    // A failed index is retried with a new pod of the same index.
+    finish(&c, &by_index("0").unwrap(), "Failed");
+    let retry = c.wait_value("a new pod for index 0", || by_index("0"));
+    finish(&c, &retry, "Succeeded");
+    finish(&c, &by_index("2").unwrap(), "Succeeded");
+    c.ok(&["wait", "--for=condition=complete", "job/shard", "-n", "jobs", "--timeout=90s"]);
+    let s = c.ok(&["get", "job", "shard", "-n", "jobs", "-o", "jsonpath={.status.completedIndexes}/{.status.succeeded}/{.status.failed}"]);
+    assert_eq!(s, "0-2/3/1");
+}

@@ -386,3 +386,67 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
     }
     Ok(requeue.map(Action::requeue).unwrap_or_else(Action::await_change))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn tpl(extra: serde_json::Value) -> PodTemplateSpec {
+        let mut spec = json!({"containers": [{"name": "c"}]});
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        serde_json::from_value(json!({"spec": spec})).unwrap()
+    }
+
+    fn node(labels: serde_json::Value, taints: serde_json::Value) -> Node {
+        serde_json::from_value(json!({"metadata": {"name": "n1", "labels": labels}, "spec": {"taints": taints}})).unwrap()
+    }
+
+    #[test]
+    fn eligibility_by_selector_affinity_and_taints() {
+        let t = tpl(json!({"nodeSelector": {"disk": "ssd"}}));
+        let tols = daemon_tolerations(&t);
+        assert!(eligible(&t, &tols, &node(json!({"disk": "ssd"}), json!([]))));
+        assert!(!eligible(&t, &tols, &node(json!({"disk": "hdd"}), json!([]))));
+        // Daemon pods tolerate the node condition taints, not others.
+        let unreachable = json!([{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"},
+            {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]);
+        assert!(eligible(&t, &tols, &node(json!({"disk": "ssd"}), unreachable)));
+        let dedicated = json!([{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]);
+        assert!(!eligible(&t, &tols, &node(json!({"disk": "ssd"}), dedicated.clone())));
+        let t2 = tpl(json!({"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db"}]}));
+        assert!(eligible(&t2, &daemon_tolerations(&t2), &node(json!({}), dedicated)));
+        // PreferNoSchedule does not keep daemons away.
+        let soft = json!([{"key": "x", "effect": "PreferNoSchedule"}]);
+        assert!(eligible(&t2, &daemon_tolerations(&t2), &node(json!({}), soft)));
+        let aff = tpl(json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+            {"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}}}));
+        assert!(eligible(&aff, &[], &node(json!({"zone": "a"}), json!([]))));
+        assert!(!eligible(&aff, &[], &node(json!({"zone": "b"}), json!([]))));
+    }
+
+    #[test]
+    fn daemon_pods_are_pinned_by_affinity() {
+        let ds: DaemonSet = serde_json::from_value(json!({"metadata": {"name": "agent", "uid": "u", "generation": 3},
+            "spec": {"selector": {}, "template": {"spec": {"containers": [{"name": "c"}]}}}})).unwrap();
+        let t = ds.spec.as_ref().unwrap().template.clone();
+        let p = daemon_pod(&ds, &t, &daemon_tolerations(&t), "h", "n7");
+        assert_eq!(target_node(&p).as_deref(), Some("n7"));
+        assert_eq!(p.labels().get(HASH_LABEL).map(String::as_str), Some("h"));
+        assert_eq!(template_hash(&t), template_hash(&t.clone()));
+    }
+
+    #[test]
+    fn max_unavailable_rounds_percentages_up() {
+        let ds = |v: serde_json::Value| -> DaemonSet {
+            serde_json::from_value(json!({"metadata": {"name": "a"}, "spec": {"selector": {},
+                "template": {"spec": {"containers": []}},
+                "updateStrategy": {"rollingUpdate": {"maxUnavailable": v}}}})).unwrap()
+        };
+        assert_eq!(max_unavailable(&ds(json!("10%")), 15), 2);
+        assert_eq!(max_unavailable(&ds(json!(3)), 15), 3);
+        assert_eq!(max_unavailable(&ds(json!(0)), 15), 1);
+    }
+}

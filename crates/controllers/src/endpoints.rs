@@ -320,3 +320,66 @@ async fn sweep_orphans(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn svc(publish: bool) -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "ns"},
+            "spec": {"selector": {"app": "web"}, "publishNotReadyAddresses": publish,
+                "ports": [{"name": "http", "port": 80, "targetPort": "web"}, {"name": "m", "port": 9, "targetPort": 9}]}
+        }))
+        .unwrap()
+    }
+
+    fn pod(name: &str, ip: &str, port: i32, ready: bool, deleting: bool) -> Arc<Pod> {
+        let mut p = json!({
+            "metadata": {"name": name, "namespace": "ns", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "ports": [{"name": "web", "containerPort": port}]}]},
+            "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]}
+        });
+        if deleting {
+            p["metadata"]["deletionTimestamp"] = json!("2025-01-01T00:00:00Z");
+        }
+        Arc::new(serde_json::from_value(p).unwrap())
+    }
+
+    #[test]
+    fn subsets_group_by_resolved_ports_and_split_readiness() {
+        let pods = vec![
+            pod("a", "10.0.0.2", 8080, true, false),
+            pod("b", "10.0.0.1", 8080, false, false),
+            pod("c", "10.0.0.3", 8081, true, false),
+            pod("gone", "10.0.0.9", 8080, true, true),
+        ];
+        let s = desired_subsets(&svc(false), &pods);
+        assert_eq!(s.len(), 2);
+        let first = &s[0];
+        let ports: Vec<i32> = first.ports.iter().flatten().map(|p| p.port).collect();
+        assert_eq!(ports, [8080, 9]);
+        let ips = |v: &Option<Vec<EndpointAddress>>| v.iter().flatten().map(|a| a.ip.clone()).collect::<Vec<_>>();
+        assert_eq!(ips(&first.addresses), ["10.0.0.2"]);
+        assert_eq!(ips(&first.not_ready_addresses), ["10.0.0.1"]);
+        assert_eq!(ips(&s[1].addresses), ["10.0.0.3"]);
+    }
+
+    #[test]
+    fn publish_not_ready_puts_every_pod_in_addresses() {
+        let pods = vec![pod("a", "10.0.0.1", 80, false, false), pod("t", "10.0.0.2", 80, true, true)];
+        let s = desired_subsets(&svc(true), &pods);
+        let ips: Vec<_> = s[0].addresses.iter().flatten().map(|a| a.ip.as_str()).collect();
+        assert_eq!(ips, ["10.0.0.1", "10.0.0.2"]);
+        assert!(s[0].not_ready_addresses.is_none());
+    }
+
+    #[test]
+    fn a_pod_without_the_named_port_serves_only_the_numbered_one() {
+        let mut p = (*pod("a", "10.0.0.1", 80, true, false)).clone();
+        p.spec.as_mut().unwrap().containers[0].ports = None;
+        let ports: Vec<_> = pod_ports(&svc(false), &p).iter().map(|p| p.port).collect();
+        assert_eq!(ports, [9]);
+    }
+}

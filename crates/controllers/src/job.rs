@@ -4,7 +4,10 @@
 //! `restartPolicy: OnFailure`) exceed `backoffLimit`; `activeDeadlineSeconds` bounds the run;
 //! `suspend` removes the running pods. The status counts active, ready, terminating, succeeded
 //! and failed pods and ends with the SuccessCriteriaMet and Complete (with `completionTime`) or
-//! FailureTarget and Failed conditions, as upstream. Jobs with `spec.managedBy` set to another
+//! FailureTarget and Failed conditions, as upstream. `completionMode: Indexed` gives each pod a
+//! completion index (annotation and label `batch.kubernetes.io/job-completion-index`, hostname
+//! `<job>-<index>`, `JOB_COMPLETION_INDEX` in its containers) and the job completes when every
+//! index has succeeded (`status.completedIndexes`). Jobs with `spec.managedBy` set to another
 //! controller are left alone.
 
 use std::sync::Arc;
@@ -102,7 +105,12 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
     let old = job.status.clone().unwrap_or_default();
     let count = |ph: &str| pods.iter().filter(|p| kit::phase(p) == ph).count() as i32;
     // Pods of a finished count stay counted even if someone deletes them.
-    let succeeded = count("Succeeded").max(old.succeeded.unwrap_or(0));
+    let indexed = spec.completion_mode.as_deref() == Some("Indexed");
+    let indexes = indexed.then(|| Indexes::from_pods(&pods, spec.completions.unwrap_or(0), old.completed_indexes.as_deref()));
+    let succeeded = match &indexes {
+        Some(ix) => ix.succeeded.len() as i32,
+        None => count("Succeeded").max(old.succeeded.unwrap_or(0)),
+    };
     let failed = count("Failed").max(old.failed.unwrap_or(0));
     let restarts: i32 = if spec.template.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) == Some("OnFailure") {
         active
@@ -120,6 +128,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
         succeeded: Some(succeeded),
         failed: Some(failed),
         uncounted_terminated_pods: Some(UncountedTerminatedPods::default()),
+        completed_indexes: indexes.as_ref().map(|ix| ix.completed()),
         ..Default::default()
     };
     let finished = has_condition(&job, "Complete") || has_condition(&job, "Failed");
@@ -177,11 +186,20 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
             };
             if active.len() < want {
                 let n = (want - active.len()).min(BURST);
-                let pod = kit::pod_from_template(&spec.template, &name, kit::owner_ref(job.as_ref()));
+                let owner = kit::owner_ref(job.as_ref());
+                let new_pods: Vec<Pod> = match &indexes {
+                    Some(ix) => ix
+                        .missing(completions.unwrap_or(0), &active)
+                        .into_iter()
+                        .take(n)
+                        .map(|i| indexed_pod(&spec.template, &name, owner.clone(), i))
+                        .collect(),
+                    None => vec![kit::pod_from_template(&spec.template, &name, owner); n],
+                };
                 let mut created = vec![];
                 let mut err = None;
-                for _ in 0..n {
-                    match kit::create_pod(&api, &pod).await {
+                for pod in &new_pods {
+                    match kit::create_pod(&api, pod).await {
                         Ok(n) => created.push(n),
                         Err(e) => {
                             err = Some(e);
@@ -194,6 +212,8 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
                 if let Some(e) = err {
                     return Err(e);
                 }
+            } else if let Some(ix) = indexes.as_ref().filter(|_| active.len() <= want) {
+                to_delete = ix.redundant(&active);
             } else if active.len() > want {
                 let mut extra = active.clone();
                 extra.sort_by_key(|p| kit::deletion_rank(p));
@@ -229,4 +249,132 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
         }
     }
     Ok(requeue.map(Action::requeue).unwrap_or_else(Action::await_change))
+}
+
+/// The annotation (and label) carrying an Indexed Job pod's completion index.
+pub const INDEX_KEY: &str = "batch.kubernetes.io/job-completion-index";
+
+fn index_of(p: &Pod) -> Option<i32> {
+    p.annotations()
+        .get(INDEX_KEY)
+        .or_else(|| p.labels().get(INDEX_KEY))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Completion indexes of an Indexed Job.
+struct Indexes {
+    succeeded: std::collections::BTreeSet<i32>,
+}
+
+impl Indexes {
+    /// Succeeded indexes: those of succeeded pods, plus the ones the status already recorded.
+    fn from_pods(pods: &[Arc<Pod>], completions: i32, recorded: Option<&str>) -> Indexes {
+        let mut succeeded: std::collections::BTreeSet<i32> = parse_ranges(recorded.unwrap_or(""));
+        succeeded.extend(
+            pods.iter()
+                .filter(|p| kit::phase(p) == "Succeeded")
+                .filter_map(|p| index_of(p)),
+        );
+        succeeded.retain(|i| (0..completions).contains(i));
+        Indexes { succeeded }
+    }
+
+    /// Indexes neither succeeded nor held by an active pod, lowest first.
+    fn missing(&self, completions: i32, active: &[&Arc<Pod>]) -> Vec<i32> {
+        let held: std::collections::BTreeSet<i32> = active.iter().filter_map(|p| index_of(p)).collect();
+        (0..completions)
+            .filter(|i| !self.succeeded.contains(i) && !held.contains(i))
+            .collect()
+    }
+
+    /// Active pods not needed: a second pod of one index, or one of an index already done.
+    fn redundant(&self, active: &[&Arc<Pod>]) -> Vec<String> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut sorted: Vec<&&Arc<Pod>> = active.iter().collect();
+        sorted.sort_by_key(|p| std::cmp::Reverse(kit::deletion_rank(p)));
+        sorted
+            .into_iter()
+            .filter(|p| match index_of(p) {
+                Some(i) => self.succeeded.contains(&i) || !seen.insert(i),
+                None => true,
+            })
+            .map(|p| p.name_any())
+            .collect()
+    }
+
+    /// `status.completedIndexes`: ranges such as `0-2,4`.
+    fn completed(&self) -> String {
+        let mut out: Vec<String> = vec![];
+        let mut it = self.succeeded.iter().copied().peekable();
+        while let Some(start) = it.next() {
+            let mut end = start;
+            while it.peek() == Some(&(end + 1)) {
+                end = it.next().unwrap_or(end);
+            }
+            out.push(if end > start { format!("{start}-{end}") } else { start.to_string() });
+        }
+        out.join(",")
+    }
+}
+
+fn parse_ranges(s: &str) -> std::collections::BTreeSet<i32> {
+    let mut out = std::collections::BTreeSet::new();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        if let (Ok(a), Ok(b)) = (a.trim().parse::<i32>(), b.trim().parse::<i32>()) {
+            // Bounded: a corrupt status cannot make this loop for ever.
+            out.extend(a..=b.min(a.saturating_add(100_000)));
+        }
+    }
+    out
+}
+
+/// An Indexed Job's pod for one index: the index as annotation and label, the hostname
+/// `<job>-<index>` and `JOB_COMPLETION_INDEX` in every container, as upstream.
+fn indexed_pod(
+    tpl: &k8s_openapi::api::core::v1::PodTemplateSpec,
+    job: &str,
+    owner: k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+    index: i32,
+) -> Pod {
+    use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector};
+    let mut pod = kit::pod_from_template(tpl, &format!("{job}-{index}"), owner);
+    pod.metadata.annotations.get_or_insert_with(Default::default).insert(INDEX_KEY.into(), index.to_string());
+    pod.metadata.labels.get_or_insert_with(Default::default).insert(INDEX_KEY.into(), index.to_string());
+    if let Some(spec) = pod.spec.as_mut() {
+        if spec.hostname.as_deref().unwrap_or("").is_empty() {
+            spec.hostname = Some(format!("{job}-{index}"));
+        }
+        let env = EnvVar {
+            name: "JOB_COMPLETION_INDEX".into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    api_version: None,
+                    field_path: format!("metadata.annotations['{INDEX_KEY}']"),
+                }),
+                ..Default::default()
+            }),
+        };
+        for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+            let envs = c.env.get_or_insert_with(Vec::new);
+            if !envs.iter().any(|e| e.name == env.name) {
+                envs.push(env.clone());
+            }
+        }
+    }
+    pod
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completed_indexes_compress_to_ranges() {
+        let ix = Indexes { succeeded: [0, 1, 2, 4, 6, 7].into_iter().collect() };
+        assert_eq!(ix.completed(), "0-2,4,6-7");
+        assert_eq!(parse_ranges("0-2,4,6-7"), ix.succeeded);
+        assert!(parse_ranges("x,-").is_empty());
+    }
 }

@@ -349,3 +349,50 @@ pub fn tolerates(
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{Taint, Toleration};
+
+    fn taint(key: &str, value: &str, effect: &str) -> Taint {
+        Taint {
+            key: key.into(),
+            value: Some(value.into()),
+            effect: effect.into(),
+            time_added: None,
+        }
+    }
+
+    fn tol(key: &str, op: &str, value: &str, effect: &str) -> Toleration {
+        Toleration {
+            key: (!key.is_empty()).then(|| key.into()),
+            operator: Some(op.into()),
+            value: (!value.is_empty()).then(|| value.into()),
+            effect: (!effect.is_empty()).then(|| effect.into()),
+            toleration_seconds: None,
+        }
+    }
+
+    #[test]
+    fn toleration_matching_as_upstream() {
+        let t = taint("k", "v", "NoExecute");
+        assert!(tolerates(&tol("k", "Equal", "v", "NoExecute"), &t));
+        assert!(tolerates(&tol("k", "Exists", "", ""), &t));
+        assert!(tolerates(&tol("", "Exists", "", ""), &t));
+        assert!(!tolerates(&tol("k", "Equal", "w", ""), &t));
+        assert!(!tolerates(&tol("k", "Exists", "", "NoSchedule"), &t));
+        assert!(!tolerates(&tol("other", "Exists", "", ""), &t));
+    }
+
+    #[test]
+    fn expectations_wait_for_the_cache() {
+        let e: Expectations<String> = Default::default();
+        let k = "rs".to_string();
+        assert!(e.satisfied(&k, |_| false, |_| false));
+        e.expect(&k, vec!["a".into()], vec!["b".into()]);
+        assert!(!e.satisfied(&k, |_| false, |_| true));
+        assert!(!e.satisfied(&k, |n| n == "a", |_| false));
+        assert!(e.satisfied(&k, |n| n == "a", |_| true));
+    }
+}

@@ -302,3 +302,37 @@ async fn update_taints(client: &Client, node: &Node) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(ready: &str, unschedulable: bool) -> Node {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n"},
+            "spec": {"unschedulable": unschedulable},
+            "status": {"conditions": [{"type": "Ready", "status": ready}, {"type": "DiskPressure", "status": "True"}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn taints_follow_conditions() {
+        assert_eq!(
+            desired_taints(&node("Unknown", false)),
+            [(UNREACHABLE, "NoExecute"), (UNREACHABLE, "NoSchedule"), ("node.kubernetes.io/disk-pressure", "NoSchedule")]
+        );
+        assert_eq!(desired_taints(&node("False", true))[..2], [(NOT_READY, "NoExecute"), (NOT_READY, "NoSchedule")]);
+        assert!(desired_taints(&node("False", true)).contains(&("node.kubernetes.io/unschedulable", "NoSchedule")));
+        assert_eq!(desired_taints(&node("True", false)), [("node.kubernetes.io/disk-pressure", "NoSchedule")]);
+    }
+
+    #[test]
+    fn unknown_marks_kubelet_conditions_once() {
+        let mut n = node("True", false);
+        assert!(mark_unknown(&mut n, Duration::from_secs(60)));
+        assert_eq!(condition_status(&n, "Ready"), Some("Unknown"));
+        assert_eq!(condition_status(&n, "MemoryPressure"), Some("Unknown"));
+        assert!(!mark_unknown(&mut n, Duration::from_secs(61)));
+    }
+}
