@@ -391,8 +391,10 @@ mod tests {
         let k = "rs".to_string();
         assert!(e.satisfied(&k, |_| false, |_| false));
         e.expect(&k, vec!["a".into()], vec!["b".into()]);
-        assert!(!e.satisfied(&k, |_| false, |_| true));
-        assert!(!e.satisfied(&k, |n| n == "a", |_| false));
-        assert!(e.satisfied(&k, |n| n == "a", |_| true));
+        // Neither seen yet; then the delete seen (and remembered), the create not yet.
+        assert!(!e.satisfied(&k, |_| false, |_| false));
+        assert!(!e.satisfied(&k, |_| false, |n| n == "b"));
+        assert!(e.satisfied(&k, |n| n == "a", |_| false));
+        assert!(e.satisfied(&k, |_| false, |_| false), "nothing pending any more");
     }
 }
