@@ -25,7 +25,9 @@ spec:
 "#;
 
 fn pod(name: &str, port: u16, node: Option<&str>) -> String {
-    let node = node.map(|n| format!("  nodeName: {n}\n")).unwrap_or_default();
+    let node = node
+        .map(|n| format!("  nodeName: {n}\n"))
+        .unwrap_or_default();
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: shop, labels: {{app: web}}}}\nspec:\n{node}  containers:\n  - name: c\n    image: nginx\n    ports:\n    - {{name: web-port, containerPort: {port}}}\n"
     )
@@ -44,7 +46,11 @@ fn addresses(ep: &Value) -> (Vec<String>, Vec<String>, Vec<String>) {
             n.push(a["ip"].as_str().unwrap().to_string());
         }
         for x in s["ports"].as_array().into_iter().flatten() {
-            p.push(format!("{}:{}", x["name"].as_str().unwrap_or(""), x["port"]));
+            p.push(format!(
+                "{}:{}",
+                x["name"].as_str().unwrap_or(""),
+                x["port"]
+            ));
         }
     }
     r.sort();
@@ -57,7 +63,13 @@ fn addresses(ep: &Value) -> (Vec<String>, Vec<String>, Vec<String>) {
 /// (ip, ready, serving, terminating) of every endpoint in the service's slices.
 fn slice_endpoints(c: &Cluster, svc: &str) -> Vec<(String, bool, bool, bool)> {
     let mut out = vec![];
-    for s in c.items(&["endpointslices", "-n", "shop", "-l", &format!("kubernetes.io/service-name={svc}")]) {
+    for s in c.items(&[
+        "endpointslices",
+        "-n",
+        "shop",
+        "-l",
+        &format!("kubernetes.io/service-name={svc}"),
+    ]) {
         for e in s["endpoints"].as_array().into_iter().flatten() {
             let cond = |k: &str| e["conditions"][k].as_bool().unwrap_or(false);
             out.push((
@@ -83,20 +95,30 @@ fn endpoints_and_slices_follow_pods() {
 
     // a is ready, b is not; the named target port resolves per pod.
     c.wait_for("endpoints with a ready and b not ready", || {
-        c.json(&["endpoints", "web", "-n", "shop"]).is_some_and(|ep| {
-            let (r, n, _) = addresses(&ep);
-            r == ["10.1.0.1"] && n == ["10.1.0.2"]
-        })
+        c.json(&["endpoints", "web", "-n", "shop"])
+            .is_some_and(|ep| {
+                let (r, n, _) = addresses(&ep);
+                r == ["10.1.0.1"] && n == ["10.1.0.2"]
+            })
     });
     let ep = c.json(&["endpoints", "web", "-n", "shop"]).unwrap();
     let (_, _, ports) = addresses(&ep);
     assert_eq!(ports, ["http:8080", "http:8081", "metrics:9090"]);
     assert_eq!(ep["metadata"]["labels"]["team"], "a");
     let subsets = ep["subsets"].as_array().unwrap();
-    assert_eq!(subsets.len(), 2, "pods with different ports are in different subsets: {ep:#}");
+    assert_eq!(
+        subsets.len(),
+        2,
+        "pods with different ports are in different subsets: {ep:#}"
+    );
     let b = subsets
         .iter()
-        .flat_map(|s| s["notReadyAddresses"].as_array().cloned().unwrap_or_default())
+        .flat_map(|s| {
+            s["notReadyAddresses"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
         .next()
         .unwrap();
     assert_eq!(b["targetRef"]["kind"], "Pod");
@@ -111,9 +133,18 @@ fn endpoints_and_slices_follow_pods() {
                 ("10.1.0.2".into(), false, false, false),
             ]
     });
-    let slices = c.items(&["endpointslices", "-n", "shop", "-l", "kubernetes.io/service-name=web"]);
+    let slices = c.items(&[
+        "endpointslices",
+        "-n",
+        "shop",
+        "-l",
+        "kubernetes.io/service-name=web",
+    ]);
     for s in &slices {
-        assert_eq!(s["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"], "endpointslice-controller.k8s.io");
+        assert_eq!(
+            s["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
+            "endpointslice-controller.k8s.io"
+        );
         assert_eq!(s["addressType"], "IPv4");
         assert_eq!(s["metadata"]["ownerReferences"][0]["kind"], "Service");
         assert_eq!(s["metadata"]["ownerReferences"][0]["name"], "web");
@@ -132,10 +163,11 @@ fn endpoints_and_slices_follow_pods() {
     // in the slices.
     c.ok(&["delete", "pod", "b", "-n", "shop", "--wait=false"]);
     c.wait_for("terminating b out of endpoints", || {
-        c.json(&["endpoints", "web", "-n", "shop"]).is_some_and(|ep| {
-            let (r, n, _) = addresses(&ep);
-            r == ["10.1.0.1"] && n.is_empty()
-        })
+        c.json(&["endpoints", "web", "-n", "shop"])
+            .is_some_and(|ep| {
+                let (r, n, _) = addresses(&ep);
+                r == ["10.1.0.1"] && n.is_empty()
+            })
     });
     c.wait_for("terminating b marked in slices", || {
         slice_endpoints(&c, "web")
@@ -146,9 +178,18 @@ fn endpoints_and_slices_follow_pods() {
     });
 
     // a loses its label: it leaves the service.
-    c.ok(&["label", "pod", "a", "-n", "shop", "app=other", "--overwrite"]);
+    c.ok(&[
+        "label",
+        "pod",
+        "a",
+        "-n",
+        "shop",
+        "app=other",
+        "--overwrite",
+    ]);
     c.wait_for("a out of endpoints", || {
-        c.json(&["endpoints", "web", "-n", "shop"]).is_some_and(|ep| addresses(&ep).0.is_empty())
+        c.json(&["endpoints", "web", "-n", "shop"])
+            .is_some_and(|ep| addresses(&ep).0.is_empty())
     });
 
     // Deleting the service deletes its endpoints.
@@ -193,18 +234,30 @@ subsets:
     c.apply(&pod("a", 8080, None));
     set_pod_ready(&c, "shop", "a", "10.1.0.1", false);
     c.wait_for("a not-ready pod published by the headless service", || {
-        c.json(&["endpoints", "db", "-n", "shop"]).is_some_and(|ep| {
-            let (r, n, p) = addresses(&ep);
-            r == ["10.1.0.1"] && n.is_empty() && p == ["pg:5432"]
-        })
+        c.json(&["endpoints", "db", "-n", "shop"])
+            .is_some_and(|ep| {
+                let (r, n, p) = addresses(&ep);
+                r == ["10.1.0.1"] && n.is_empty() && p == ["pg:5432"]
+            })
     });
     let ep = c.json(&["endpoints", "db", "-n", "shop"]).unwrap();
-    assert_eq!(ep["metadata"]["labels"]["service.kubernetes.io/headless"], "");
+    assert_eq!(
+        ep["metadata"]["labels"]["service.kubernetes.io/headless"],
+        ""
+    );
     c.wait_for("the slice counts it ready", || {
         slice_endpoints(&c, "db") == [("10.1.0.1".into(), true, false, false)]
     });
     // The selectorless service's hand-made endpoints are left as they are, and get no slices.
     let ext = c.json(&["endpoints", "external", "-n", "shop"]).unwrap();
     assert_eq!(addresses(&ext).0, ["192.0.2.10"]);
-    assert!(c.items(&["endpointslices", "-n", "shop", "-l", "kubernetes.io/service-name=external"]).is_empty());
+    assert!(c
+        .items(&[
+            "endpointslices",
+            "-n",
+            "shop",
+            "-l",
+            "kubernetes.io/service-name=external"
+        ])
+        .is_empty());
 }

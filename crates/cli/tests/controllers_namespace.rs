@@ -60,7 +60,9 @@ metadata: {name: cm, namespace: kept}
     }
     // The other namespace is untouched.
     c.ok(&["get", "configmap", "cm", "-n", "kept"]);
-    assert!(c.manager_log().contains("namespace doomed is empty: finalized"));
+    assert!(c
+        .manager_log()
+        .contains("namespace doomed is empty: finalized"));
 }
 
 #[test]
@@ -81,16 +83,37 @@ metadata: {name: cm, namespace: held, finalizers: [example.com/hold]}
     // The conditions say what remains and which finalizer holds it.
     c.wait_for("the namespace to report remaining content", || {
         c.json(&["namespace", "held"]).is_some_and(|ns| {
-            let conds = ns["status"]["conditions"].as_array().cloned().unwrap_or_default();
-            let has = |t: &str, r: &str| conds.iter().any(|x| x["type"] == t && x["status"] == "True" && x["reason"] == r);
+            let conds = ns["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let has = |t: &str, r: &str| {
+                conds
+                    .iter()
+                    .any(|x| x["type"] == t && x["status"] == "True" && x["reason"] == r)
+            };
             has("NamespaceContentRemaining", "SomeResourcesRemain")
                 && has("NamespaceFinalizersRemaining", "SomeFinalizersRemain")
         })
     });
-    assert_eq!(c.ok(&["get", "ns", "held", "-o", "jsonpath={.status.phase}"]), "Terminating");
+    assert_eq!(
+        c.ok(&["get", "ns", "held", "-o", "jsonpath={.status.phase}"]),
+        "Terminating"
+    );
     // Releasing the finalizer lets the config map, then the namespace, go.
-    c.ok(&["patch", "configmap", "cm", "-n", "held", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]);
-    c.wait_for("the namespace to disappear", || !c.run(&["get", "namespace", "held"]).ok);
+    c.ok(&[
+        "patch",
+        "configmap",
+        "cm",
+        "-n",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    c.wait_for("the namespace to disappear", || {
+        !c.run(&["get", "namespace", "held"]).ok
+    });
 }
 
 #[test]
@@ -101,11 +124,29 @@ fn every_namespace_has_a_default_service_account() {
         c.run(&["get", "sa", "default", "-n", "fresh"]).ok
     });
     // Namespaces that existed before the controller started have one too.
-    c.wait_for("sa default in kube-system", || c.run(&["get", "sa", "default", "-n", "kube-system"]).ok);
-    let uid = c.ok(&["get", "sa", "default", "-n", "fresh", "-o", "jsonpath={.metadata.uid}"]);
+    c.wait_for("sa default in kube-system", || {
+        c.run(&["get", "sa", "default", "-n", "kube-system"]).ok
+    });
+    let uid = c.ok(&[
+        "get",
+        "sa",
+        "default",
+        "-n",
+        "fresh",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
     c.ok(&["delete", "sa", "default", "-n", "fresh"]);
     c.wait_for("sa default recreated", || {
-        let o = c.run(&["get", "sa", "default", "-n", "fresh", "-o", "jsonpath={.metadata.uid}"]);
+        let o = c.run(&[
+            "get",
+            "sa",
+            "default",
+            "-n",
+            "fresh",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ]);
         o.ok && !o.stdout.is_empty() && o.stdout != uid
     });
 }

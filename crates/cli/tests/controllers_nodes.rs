@@ -11,12 +11,17 @@ use serde_json::json;
 
 fn now() -> String {
     // RFC 3339 in UTC with seconds, as Kubernetes writes times.
-    let out = std::process::Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"]).output().unwrap();
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 fn make_node(c: &Cluster, name: &str) {
-    c.apply(&format!("apiVersion: v1\nkind: Node\nmetadata: {{name: {name}}}\n"));
+    c.apply(&format!(
+        "apiVersion: v1\nkind: Node\nmetadata: {{name: {name}}}\n"
+    ));
     heartbeat(c, name, "True");
 }
 
@@ -49,7 +54,13 @@ fn pod_on(c: &Cluster, name: &str, node: &str, toleration_seconds: Option<u32>) 
 }
 
 fn ready_status(c: &Cluster, node: &str) -> String {
-    c.ok(&["get", "node", node, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"])
+    c.ok(&[
+        "get",
+        "node",
+        node,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+    ])
 }
 
 fn taints(c: &Cluster, node: &str) -> Vec<String> {
@@ -58,7 +69,13 @@ fn taints(c: &Cluster, node: &str) -> Vec<String> {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|t| format!("{}:{}", t["key"].as_str().unwrap(), t["effect"].as_str().unwrap()))
+        .map(|t| {
+            format!(
+                "{}:{}",
+                t["key"].as_str().unwrap(),
+                t["effect"].as_str().unwrap()
+            )
+        })
         .collect();
     t.sort();
     t
@@ -88,11 +105,21 @@ fn silent_node_goes_unknown_and_its_pods_are_evicted() {
     assert_eq!(ready_status(&c, "alive"), "True");
     let table = c.ok(&["get", "node", "dead"]);
     assert!(table.contains("NotReady"), "{table}");
-    let reason = c.ok(&["get", "node", "dead", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}"]);
+    let reason = c.ok(&[
+        "get",
+        "node",
+        "dead",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}",
+    ]);
     assert_eq!(reason, "NodeStatusUnknown");
     c.wait_for("the unreachable taints", || {
         heartbeat(&c, "alive", "True");
-        taints(&c, "dead") == ["node.kubernetes.io/unreachable:NoExecute", "node.kubernetes.io/unreachable:NoSchedule"]
+        taints(&c, "dead")
+            == [
+                "node.kubernetes.io/unreachable:NoExecute",
+                "node.kubernetes.io/unreachable:NoSchedule",
+            ]
     });
     assert!(taints(&c, "alive").is_empty());
     // The pod tolerating 1 s is evicted; the one tolerating for ever stays, marked not ready.
@@ -101,14 +128,23 @@ fn silent_node_goes_unknown_and_its_pods_are_evicted() {
         evicted(&c, "short")
     });
     if let Some(p) = c.json(&["pod", "short"]) {
-        let conds = p["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        let conds = p["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         assert!(
             conds.iter().any(|x| x["type"] == "DisruptionTarget" && x["reason"] == "DeletionByTaintManager"),
             "{p:#}"
         );
     }
     c.wait_for("the pod on the silent node marked not ready", || {
-        c.ok(&["get", "pod", "forever", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]) == "False"
+        c.ok(&[
+            "get",
+            "pod",
+            "forever",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ]) == "False"
     });
     heartbeat(&c, "alive", "True");
     assert!(!evicted(&c, "forever"));
@@ -130,7 +166,11 @@ fn node_reporting_not_ready_gets_not_ready_taints() {
     pod_on(&c, "victim", "sick", Some(1));
     heartbeat(&c, "sick", "False");
     c.wait_for("the not-ready taints", || {
-        taints(&c, "sick") == ["node.kubernetes.io/not-ready:NoExecute", "node.kubernetes.io/not-ready:NoSchedule"]
+        taints(&c, "sick")
+            == [
+                "node.kubernetes.io/not-ready:NoExecute",
+                "node.kubernetes.io/not-ready:NoSchedule",
+            ]
     });
     // The pod does not tolerate not-ready at all: evicted at once.
     c.wait_for("the pod evicted", || evicted(&c, "victim"));

@@ -38,15 +38,29 @@ spec:
     c.wait_for("3 pods", || pods(&c, "rc", "app=rc").len() == 3);
     let all = pods(&c, "rc", "app=rc");
     for p in &all {
-        assert_eq!(p["metadata"]["ownerReferences"][0]["kind"], "ReplicationController");
+        assert_eq!(
+            p["metadata"]["ownerReferences"][0]["kind"],
+            "ReplicationController"
+        );
         assert_eq!(p["metadata"]["ownerReferences"][0]["controller"], true);
     }
-    assert!(names(&all).contains(&"orphan".to_string()), "the orphan was adopted");
+    assert!(
+        names(&all).contains(&"orphan".to_string()),
+        "the orphan was adopted"
+    );
     for (i, n) in names(&all).iter().enumerate() {
         set_pod_ready(&c, "rc", n, &format!("10.2.0.{}", i + 1), true);
     }
     c.wait_for("status readyReplicas 3", || {
-        c.ok(&["get", "rc", "web", "-n", "rc", "-o", "jsonpath={.status.readyReplicas}/{.status.availableReplicas}/{.status.replicas}"]) == "3/3/3"
+        c.ok(&[
+            "get",
+            "rc",
+            "web",
+            "-n",
+            "rc",
+            "-o",
+            "jsonpath={.status.readyReplicas}/{.status.availableReplicas}/{.status.replicas}",
+        ]) == "3/3/3"
     });
     // A deleted pod is replaced.
     c.ok(&["delete", "pod", "orphan", "-n", "rc"]);
@@ -57,7 +71,12 @@ spec:
     // Scaling down keeps the ready pods over the new one that is not ready.
     let ready: Vec<String> = pods(&c, "rc", "app=rc")
         .iter()
-        .filter(|p| p["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|x| x["type"] == "Ready" && x["status"] == "True")))
+        .filter(|p| {
+            p["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|x| x["type"] == "Ready" && x["status"] == "True")
+            })
+        })
         .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(ready.len(), 2);
@@ -68,7 +87,15 @@ spec:
         names(&pods(&c, "rc", "app=rc")) == r
     });
     c.wait_for("status replicas 2", || {
-        c.ok(&["get", "rc", "web", "-n", "rc", "-o", "jsonpath={.status.replicas}"]) == "2"
+        c.ok(&[
+            "get",
+            "rc",
+            "web",
+            "-n",
+            "rc",
+            "-o",
+            "jsonpath={.status.replicas}",
+        ]) == "2"
     });
 }
 
@@ -77,7 +104,10 @@ fn job_pods(c: &Cluster, job: &str) -> Vec<serde_json::Value> {
 }
 
 fn finish(c: &Cluster, pod: &str, phase: &str) {
-    c.patch_status(&["pod", pod, "-n", "jobs"], &json!({"status": {"phase": phase}}));
+    c.patch_status(
+        &["pod", pod, "-n", "jobs"],
+        &json!({"status": {"phase": phase}}),
+    );
 }
 
 #[test]
@@ -100,17 +130,33 @@ spec:
     );
     // parallelism 2: two pods at a time until 3 succeeded.
     c.wait_for("2 active pods", || {
-        job_pods(&c, "pi").iter().filter(|p| p["status"]["phase"] == "Pending").count() == 2
+        job_pods(&c, "pi")
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Pending")
+            .count()
+            == 2
     });
     c.wait_for("status active 2", || {
-        c.ok(&["get", "job", "pi", "-n", "jobs", "-o", "jsonpath={.status.active}"]) == "2"
+        c.ok(&[
+            "get",
+            "job",
+            "pi",
+            "-n",
+            "jobs",
+            "-o",
+            "jsonpath={.status.active}",
+        ]) == "2"
     });
     let first = names(&job_pods(&c, "pi"));
     finish(&c, &first[0], "Succeeded");
     finish(&c, &first[1], "Succeeded");
     // One more is needed, not two.
     c.wait_for("the third pod", || {
-        job_pods(&c, "pi").iter().filter(|p| p["status"]["phase"] == "Pending").count() == 1
+        job_pods(&c, "pi")
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Pending")
+            .count()
+            == 1
     });
     let last: Vec<String> = job_pods(&c, "pi")
         .iter()
@@ -120,7 +166,9 @@ spec:
     // A failure is retried (backoffLimit 6 by default).
     finish(&c, &last[0], "Failed");
     c.wait_for("a replacement pod", || {
-        job_pods(&c, "pi").iter().any(|p| p["status"]["phase"] == "Pending")
+        job_pods(&c, "pi")
+            .iter()
+            .any(|p| p["status"]["phase"] == "Pending")
     });
     let retry: Vec<String> = job_pods(&c, "pi")
         .iter()
@@ -129,12 +177,40 @@ spec:
         .collect();
     assert_eq!(retry.len(), 1);
     finish(&c, &retry[0], "Succeeded");
-    c.ok(&["wait", "--for=condition=complete", "job/pi", "-n", "jobs", "--timeout=90s"]);
-    let s = c.ok(&["get", "job", "pi", "-n", "jobs", "-o", "jsonpath={.status.succeeded}/{.status.failed}/{.status.active}"]);
+    c.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/pi",
+        "-n",
+        "jobs",
+        "--timeout=90s",
+    ]);
+    let s = c.ok(&[
+        "get",
+        "job",
+        "pi",
+        "-n",
+        "jobs",
+        "-o",
+        "jsonpath={.status.succeeded}/{.status.failed}/{.status.active}",
+    ]);
     assert_eq!(s, "3/1/0");
-    assert!(!c.ok(&["get", "job", "pi", "-n", "jobs", "-o", "jsonpath={.status.completionTime}"]).is_empty());
+    assert!(!c
+        .ok(&[
+            "get",
+            "job",
+            "pi",
+            "-n",
+            "jobs",
+            "-o",
+            "jsonpath={.status.completionTime}"
+        ])
+        .is_empty());
     let table = c.ok(&["get", "job", "pi", "-n", "jobs"]);
-    assert!(table.contains("Complete") && table.contains("3/3"), "{table}");
+    assert!(
+        table.contains("Complete") && table.contains("3/3"),
+        "{table}"
+    );
 
     // backoffLimit 0: the first failure fails the job.
     c.apply(
@@ -150,10 +226,27 @@ spec:
       containers: [{name: c, image: busybox}]
 "#,
     );
-    let p = c.wait_value("the fragile pod", || job_pods(&c, "fragile").first().cloned());
+    let p = c.wait_value("the fragile pod", || {
+        job_pods(&c, "fragile").first().cloned()
+    });
     finish(&c, p["metadata"]["name"].as_str().unwrap(), "Failed");
-    c.ok(&["wait", "--for=condition=failed", "job/fragile", "-n", "jobs", "--timeout=90s"]);
-    let reason = c.ok(&["get", "job", "fragile", "-n", "jobs", "-o", "jsonpath={.status.conditions[?(@.type==\"Failed\")].reason}"]);
+    c.ok(&[
+        "wait",
+        "--for=condition=failed",
+        "job/fragile",
+        "-n",
+        "jobs",
+        "--timeout=90s",
+    ]);
+    let reason = c.ok(&[
+        "get",
+        "job",
+        "fragile",
+        "-n",
+        "jobs",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Failed\")].reason}",
+    ]);
     assert_eq!(reason, "BackoffLimitExceeded");
 
     // activeDeadlineSeconds: a job running too long fails and its pods go.
@@ -170,14 +263,33 @@ spec:
       containers: [{name: c, image: busybox}]
 "#,
     );
-    c.ok(&["wait", "--for=condition=failed", "job/slow", "-n", "jobs", "--timeout=90s"]);
-    let reason = c.ok(&["get", "job", "slow", "-n", "jobs", "-o", "jsonpath={.status.conditions[?(@.type==\"Failed\")].reason}"]);
+    c.ok(&[
+        "wait",
+        "--for=condition=failed",
+        "job/slow",
+        "-n",
+        "jobs",
+        "--timeout=90s",
+    ]);
+    let reason = c.ok(&[
+        "get",
+        "job",
+        "slow",
+        "-n",
+        "jobs",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Failed\")].reason}",
+    ]);
     assert_eq!(reason, "DeadlineExceeded");
-    c.wait_for("the slow job's pods deleted", || job_pods(&c, "slow").is_empty());
+    c.wait_for("the slow job's pods deleted", || {
+        job_pods(&c, "slow").is_empty()
+    });
 }
 
 fn node(c: &Cluster, name: &str, labels: &str, taint: Option<&str>) {
-    let taints = taint.map(|t| format!("  taints: [{t}]\n")).unwrap_or_default();
+    let taints = taint
+        .map(|t| format!("  taints: [{t}]\n"))
+        .unwrap_or_default();
     c.apply(&format!(
         "apiVersion: v1\nkind: Node\nmetadata: {{name: {name}, labels: {{{labels}}}}}\nspec:\n{taints}"
     ));
@@ -188,8 +300,9 @@ fn daemon_pods(c: &Cluster) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = pods(c, "ds", "app=agent")
         .iter()
         .map(|p| {
-            let node = p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-                ["nodeSelectorTerms"][0]["matchFields"][0]["values"][0]
+            let node = p["spec"]["affinity"]["nodeAffinity"]
+                ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+                ["matchFields"][0]["values"][0]
                 .as_str()
                 .unwrap_or("")
                 .to_string();
@@ -205,10 +318,20 @@ fn daemon_set_runs_a_pod_per_eligible_node() {
     let c = Cluster::start(&["--controllers=daemonset-controller"]);
     c.ok(&["create", "namespace", "ds"]);
     node(&c, "n1", "disk: ssd", None);
-    node(&c, "n2", "disk: ssd", Some("{key: dedicated, value: db, effect: NoSchedule}"));
+    node(
+        &c,
+        "n2",
+        "disk: ssd",
+        Some("{key: dedicated, value: db, effect: NoSchedule}"),
+    );
     node(&c, "n3", "disk: hdd", None);
     // not-ready is tolerated by every daemon pod, as upstream adds that toleration.
-    node(&c, "n4", "disk: ssd", Some("{key: node.kubernetes.io/not-ready, effect: NoExecute}"));
+    node(
+        &c,
+        "n4",
+        "disk: ssd",
+        Some("{key: node.kubernetes.io/not-ready, effect: NoExecute}"),
+    );
     c.apply(
         r#"
 apiVersion: apps/v1
@@ -225,17 +348,27 @@ spec:
 "#,
     );
     c.wait_for("a pod on n1 and n4 only", || {
-        daemon_pods(&c).iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>() == ["n1", "n4"]
+        daemon_pods(&c)
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            == ["n1", "n4"]
     });
     c.wait_for("status desired 2", || {
         c.ok(&["get", "ds", "agent", "-n", "ds", "-o", "jsonpath={.status.desiredNumberScheduled}/{.status.currentNumberScheduled}/{.status.numberReady}"]) == "2/2/0"
     });
     // A new eligible node gets its pod; a node that stops matching loses it.
     node(&c, "n5", "disk: ssd", None);
-    c.wait_for("a pod on n5", || daemon_pods(&c).iter().any(|(n, _)| n == "n5"));
+    c.wait_for("a pod on n5", || {
+        daemon_pods(&c).iter().any(|(n, _)| n == "n5")
+    });
     c.ok(&["label", "node", "n4", "disk=hdd", "--overwrite"]);
     c.wait_for("no pod on n4", || {
-        daemon_pods(&c).iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>() == ["n1", "n5"]
+        daemon_pods(&c)
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            == ["n1", "n5"]
     });
     for (i, (_, p)) in daemon_pods(&c).iter().enumerate() {
         set_pod_ready(&c, "ds", p, &format!("10.3.0.{}", i + 1), true);
@@ -252,19 +385,40 @@ spec:
         // One snapshot: which pods exist and which are ready.
         let snap = pods(&c, "ds", "app=agent");
         let ready = |p: &serde_json::Value| {
-            p["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|x| x["type"] == "Ready" && x["status"] == "True"))
+            p["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|x| x["type"] == "Ready" && x["status"] == "True")
+            })
         };
         let available = snap.iter().filter(|p| ready(p)).count();
-        assert!(available >= 1, "two nodes without an available pod at once: {snap:#?}");
+        assert!(
+            available >= 1,
+            "two nodes without an available pod at once: {snap:#?}"
+        );
         // Play the kubelet: new pods start.
         for p in snap.iter().filter(|p| !ready(p)) {
             ip += 1;
-            set_pod_ready(&c, "ds", p["metadata"]["name"].as_str().unwrap(), &format!("10.3.1.{ip}"), true);
+            set_pod_ready(
+                &c,
+                "ds",
+                p["metadata"]["name"].as_str().unwrap(),
+                &format!("10.3.1.{ip}"),
+                true,
+            );
         }
         let now = daemon_pods(&c);
         available == 2 && now.len() == 2 && !now.iter().any(|x| old.contains(x))
     });
-    let image = c.ok(&["get", "pods", "-n", "ds", "-l", "app=agent", "-o", "jsonpath={.items[*].spec.containers[0].image}"]);
+    let image = c.ok(&[
+        "get",
+        "pods",
+        "-n",
+        "ds",
+        "-l",
+        "app=agent",
+        "-o",
+        "jsonpath={.items[*].spec.containers[0].image}",
+    ]);
     assert!(!image.contains("agent:1"), "{image}");
     c.ok(&["rollout", "status", "ds/agent", "-n", "ds", "--timeout=50s"]);
 }
@@ -289,7 +443,10 @@ spec:
 "#,
     );
     let index = |p: &serde_json::Value| {
-        p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"].as_str().unwrap_or("").to_string()
+        p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     };
     c.wait_for("a pod per index", || {
         let mut ix: Vec<String> = job_pods(&c, "shard").iter().map(index).collect();
@@ -299,21 +456,50 @@ spec:
     for p in job_pods(&c, "shard") {
         let i = index(&p);
         assert_eq!(p["spec"]["hostname"], format!("shard-{i}"));
-        assert_eq!(p["spec"]["containers"][0]["env"][0]["name"], "JOB_COMPLETION_INDEX");
+        assert_eq!(
+            p["spec"]["containers"][0]["env"][0]["name"],
+            "JOB_COMPLETION_INDEX"
+        );
     }
     let by_index = |i: &str| {
-        job_pods(&c, "shard").into_iter().find(|p| index(p) == i && p["status"]["phase"] == "Pending").map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        job_pods(&c, "shard")
+            .into_iter()
+            .find(|p| index(p) == i && p["status"]["phase"] == "Pending")
+            .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
     };
     finish(&c, &by_index("1").unwrap(), "Succeeded");
     c.wait_for("completedIndexes 1", || {
-        c.ok(&["get", "job", "shard", "-n", "jobs", "-o", "jsonpath={.status.completedIndexes}"]) == "1"
+        c.ok(&[
+            "get",
+            "job",
+            "shard",
+            "-n",
+            "jobs",
+            "-o",
+            "jsonpath={.status.completedIndexes}",
+        ]) == "1"
     });
     // A failed index is retried with a new pod of the same index.
     finish(&c, &by_index("0").unwrap(), "Failed");
     let retry = c.wait_value("a new pod for index 0", || by_index("0"));
     finish(&c, &retry, "Succeeded");
     finish(&c, &by_index("2").unwrap(), "Succeeded");
-    c.ok(&["wait", "--for=condition=complete", "job/shard", "-n", "jobs", "--timeout=90s"]);
-    let s = c.ok(&["get", "job", "shard", "-n", "jobs", "-o", "jsonpath={.status.completedIndexes}/{.status.succeeded}/{.status.failed}"]);
+    c.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/shard",
+        "-n",
+        "jobs",
+        "--timeout=90s",
+    ]);
+    let s = c.ok(&[
+        "get",
+        "job",
+        "shard",
+        "-n",
+        "jobs",
+        "-o",
+        "jsonpath={.status.completedIndexes}/{.status.succeeded}/{.status.failed}",
+    ]);
     assert_eq!(s, "0-2/3/1");
 }

@@ -43,13 +43,23 @@ impl Named for Ctx {
 
 /// Runs the DaemonSet controller until its watches end.
 pub async fn run(client: Client) -> anyhow::Result<()> {
-    let (pods, pod_events) = kit::reflect(Api::<Pod>::all(client.clone()), watcher::Config::default());
-    let (nodes, node_events) = kit::reflect(Api::<Node>::all(client.clone()), watcher::Config::default());
-    let ctl = Controller::new(Api::<DaemonSet>::all(client.clone()), watcher::Config::default());
+    let (pods, pod_events) =
+        kit::reflect(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    let (nodes, node_events) =
+        kit::reflect(Api::<Node>::all(client.clone()), watcher::Config::default());
+    let ctl = Controller::new(
+        Api::<DaemonSet>::all(client.clone()),
+        watcher::Config::default(),
+    );
     let sets = ctl.store();
-    let ctl = ctl.owns_stream(pod_events).watches_stream(node_events, move |_n: Node| {
-        sets.state().iter().map(|d| ObjectRef::from_obj(d.as_ref())).collect::<Vec<_>>()
-    });
+    let ctl = ctl
+        .owns_stream(pod_events)
+        .watches_stream(node_events, move |_n: Node| {
+            sets.state()
+                .iter()
+                .map(|d| ObjectRef::from_obj(d.as_ref()))
+                .collect::<Vec<_>>()
+        });
     let ctx = Arc::new(Ctx {
         client,
         pods,
@@ -70,7 +80,11 @@ fn tol(key: &str, effect: &str) -> Toleration {
 
 /// The tolerations upstream adds to every daemon pod (so daemons survive node conditions).
 fn daemon_tolerations(tpl: &PodTemplateSpec) -> Vec<Toleration> {
-    let mut out = tpl.spec.as_ref().and_then(|s| s.tolerations.clone()).unwrap_or_default();
+    let mut out = tpl
+        .spec
+        .as_ref()
+        .and_then(|s| s.tolerations.clone())
+        .unwrap_or_default();
     let mut add = vec![
         tol("node.kubernetes.io/not-ready", "NoExecute"),
         tol("node.kubernetes.io/unreachable", "NoExecute"),
@@ -127,20 +141,31 @@ fn eligible(tpl: &PodTemplateSpec, tolerations: &[Toleration], node: &Node) -> b
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref());
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
     if let Some(req) = required {
         let name = node.name_any();
         let any = req.node_selector_terms.iter().any(|t| {
-            t.match_expressions.iter().flatten().all(|r| requirement_matches(r, labels.get(&r.key)))
-                && t.match_fields.iter().flatten().all(|r| {
-                    r.key == "metadata.name" && requirement_matches(r, Some(&name))
-                })
+            t.match_expressions
+                .iter()
+                .flatten()
+                .all(|r| requirement_matches(r, labels.get(&r.key)))
+                && t.match_fields
+                    .iter()
+                    .flatten()
+                    .all(|r| r.key == "metadata.name" && requirement_matches(r, Some(&name)))
         });
         if !any {
             return false;
         }
     }
-    let taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
+    let taints = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
     taints
         .iter()
         .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
@@ -178,7 +203,13 @@ fn template_hash(tpl: &PodTemplateSpec) -> String {
 }
 
 /// The daemon pod for one node.
-fn daemon_pod(ds: &DaemonSet, tpl: &PodTemplateSpec, tols: &[Toleration], hash: &str, node: &str) -> Pod {
+fn daemon_pod(
+    ds: &DaemonSet,
+    tpl: &PodTemplateSpec,
+    tols: &[Toleration],
+    hash: &str,
+    node: &str,
+) -> Pod {
     let mut pod = kit::pod_from_template(tpl, &ds.name_any(), kit::owner_ref(ds));
     let labels = pod.metadata.labels.get_or_insert_with(BTreeMap::new);
     labels.insert(HASH_LABEL.into(), hash.into());
@@ -193,10 +224,14 @@ fn daemon_pod(ds: &DaemonSet, tpl: &PodTemplateSpec, tols: &[Toleration], hash: 
         values: Some(vec![node.into()]),
     };
     let affinity = spec.affinity.get_or_insert_with(Affinity::default);
-    let na = affinity.node_affinity.get_or_insert_with(NodeAffinity::default);
+    let na = affinity
+        .node_affinity
+        .get_or_insert_with(NodeAffinity::default);
     let req = na
         .required_during_scheduling_ignored_during_execution
-        .get_or_insert_with(|| NodeSelector { node_selector_terms: vec![] });
+        .get_or_insert_with(|| NodeSelector {
+            node_selector_terms: vec![],
+        });
     if req.node_selector_terms.is_empty() {
         req.node_selector_terms.push(NodeSelectorTerm::default());
     }
@@ -295,7 +330,11 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
         pods.sort_by_key(|p| {
             (
                 p.labels().get(HASH_LABEL) != Some(&hash),
-                p.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()).unwrap_or(0),
+                p.metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.as_second())
+                    .unwrap_or(0),
             )
         });
         delete.extend(pods.iter().skip(1).map(|p| p.name_any()));
@@ -384,7 +423,9 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
     if requeue.is_none() && min_ready > 0 && ready > available {
         requeue = Some(Duration::from_secs(1));
     }
-    Ok(requeue.map(Action::requeue).unwrap_or_else(Action::await_change))
+    Ok(requeue
+        .map(Action::requeue)
+        .unwrap_or_else(Action::await_change))
 }
 
 #[cfg(test)]
@@ -401,36 +442,69 @@ mod tests {
     }
 
     fn node(labels: serde_json::Value, taints: serde_json::Value) -> Node {
-        serde_json::from_value(json!({"metadata": {"name": "n1", "labels": labels}, "spec": {"taints": taints}})).unwrap()
+        serde_json::from_value(
+            json!({"metadata": {"name": "n1", "labels": labels}, "spec": {"taints": taints}}),
+        )
+        .unwrap()
     }
 
     #[test]
     fn eligibility_by_selector_affinity_and_taints() {
         let t = tpl(json!({"nodeSelector": {"disk": "ssd"}}));
         let tols = daemon_tolerations(&t);
-        assert!(eligible(&t, &tols, &node(json!({"disk": "ssd"}), json!([]))));
-        assert!(!eligible(&t, &tols, &node(json!({"disk": "hdd"}), json!([]))));
+        assert!(eligible(
+            &t,
+            &tols,
+            &node(json!({"disk": "ssd"}), json!([]))
+        ));
+        assert!(!eligible(
+            &t,
+            &tols,
+            &node(json!({"disk": "hdd"}), json!([]))
+        ));
         // Daemon pods tolerate the node condition taints, not others.
         let unreachable = json!([{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"},
             {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]);
-        assert!(eligible(&t, &tols, &node(json!({"disk": "ssd"}), unreachable)));
+        assert!(eligible(
+            &t,
+            &tols,
+            &node(json!({"disk": "ssd"}), unreachable)
+        ));
         let dedicated = json!([{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]);
-        assert!(!eligible(&t, &tols, &node(json!({"disk": "ssd"}), dedicated.clone())));
-        let t2 = tpl(json!({"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db"}]}));
-        assert!(eligible(&t2, &daemon_tolerations(&t2), &node(json!({}), dedicated)));
+        assert!(!eligible(
+            &t,
+            &tols,
+            &node(json!({"disk": "ssd"}), dedicated.clone())
+        ));
+        let t2 =
+            tpl(json!({"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db"}]}));
+        assert!(eligible(
+            &t2,
+            &daemon_tolerations(&t2),
+            &node(json!({}), dedicated)
+        ));
         // PreferNoSchedule does not keep daemons away.
         let soft = json!([{"key": "x", "effect": "PreferNoSchedule"}]);
-        assert!(eligible(&t2, &daemon_tolerations(&t2), &node(json!({}), soft)));
-        let aff = tpl(json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
-            {"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}}}));
+        assert!(eligible(
+            &t2,
+            &daemon_tolerations(&t2),
+            &node(json!({}), soft)
+        ));
+        let aff = tpl(
+            json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+            {"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}}}),
+        );
         assert!(eligible(&aff, &[], &node(json!({"zone": "a"}), json!([]))));
         assert!(!eligible(&aff, &[], &node(json!({"zone": "b"}), json!([]))));
     }
 
     #[test]
     fn daemon_pods_are_pinned_by_affinity() {
-        let ds: DaemonSet = serde_json::from_value(json!({"metadata": {"name": "agent", "uid": "u", "generation": 3},
-            "spec": {"selector": {}, "template": {"spec": {"containers": [{"name": "c"}]}}}})).unwrap();
+        let ds: DaemonSet = serde_json::from_value(
+            json!({"metadata": {"name": "agent", "uid": "u", "generation": 3},
+            "spec": {"selector": {}, "template": {"spec": {"containers": [{"name": "c"}]}}}}),
+        )
+        .unwrap();
         let t = ds.spec.as_ref().unwrap().template.clone();
         let p = daemon_pod(&ds, &t, &daemon_tolerations(&t), "h", "n7");
         assert_eq!(target_node(&p).as_deref(), Some("n7"));
@@ -443,7 +517,8 @@ mod tests {
         let ds = |v: serde_json::Value| -> DaemonSet {
             serde_json::from_value(json!({"metadata": {"name": "a"}, "spec": {"selector": {},
                 "template": {"spec": {"containers": []}},
-                "updateStrategy": {"rollingUpdate": {"maxUnavailable": v}}}})).unwrap()
+                "updateStrategy": {"rollingUpdate": {"maxUnavailable": v}}}}))
+            .unwrap()
         };
         assert_eq!(max_unavailable(&ds(json!("10%")), 15), 2);
         assert_eq!(max_unavailable(&ds(json!(3)), 15), 3);

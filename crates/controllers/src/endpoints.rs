@@ -40,15 +40,23 @@ impl Named for Ctx {
 
 /// Runs the endpoints controller until its watches end.
 pub async fn run(client: Client) -> anyhow::Result<()> {
-    let (pods, pod_events) = kit::reflect(Api::<Pod>::all(client.clone()), watcher::Config::default());
-    let (endpoints, ep_events) =
-        kit::reflect(Api::<Endpoints>::all(client.clone()), watcher::Config::default());
-    let svc_ctl = Controller::new(Api::<Service>::all(client.clone()), watcher::Config::default());
+    let (pods, pod_events) =
+        kit::reflect(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    let (endpoints, ep_events) = kit::reflect(
+        Api::<Endpoints>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let svc_ctl = Controller::new(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    );
     let services = svc_ctl.store();
     let for_pod = services.clone();
     let ctl = svc_ctl
         // A pod change may matter to any Service of its namespace (its labels may have left one).
-        .watches_stream(pod_events, move |p: Pod| services_in(&for_pod, &p.namespace().unwrap_or_default()))
+        .watches_stream(pod_events, move |p: Pod| {
+            services_in(&for_pod, &p.namespace().unwrap_or_default())
+        })
         .watches_stream(ep_events, |e: Endpoints| {
             Some(ObjectRef::new(&e.name_any()).within(&e.namespace().unwrap_or_default()))
         });
@@ -105,7 +113,13 @@ pub(crate) fn publish_not_ready(svc: &Service) -> bool {
 /// named target port is looked up among the pod's container ports of that protocol).
 pub(crate) fn pod_ports(svc: &Service, pod: &Pod) -> Vec<EndpointPort> {
     let mut out = vec![];
-    for sp in svc.spec.as_ref().and_then(|s| s.ports.as_ref()).into_iter().flatten() {
+    for sp in svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .into_iter()
+        .flatten()
+    {
         let proto = sp.protocol.clone().unwrap_or_else(|| "TCP".into());
         let port = match &sp.target_port {
             None => Some(sp.port),
@@ -135,7 +149,9 @@ fn find_named_port(pod: &Pod, name: &str, proto: &str) -> Option<i32> {
         .iter()
         .chain(spec.init_containers.iter().flatten())
         .flat_map(|c| c.ports.iter().flatten())
-        .find(|p| p.name.as_deref() == Some(name) && p.protocol.as_deref().unwrap_or("TCP") == proto)
+        .find(|p| {
+            p.name.as_deref() == Some(name) && p.protocol.as_deref().unwrap_or("TCP") == proto
+        })
         .map(|p| p.container_port)
 }
 
@@ -180,14 +196,23 @@ pub(crate) fn derived_labels(svc: &Service) -> BTreeMap<String, String> {
 /// The subsets a Service should have, grouped by port set and sorted, as upstream repacks them.
 fn desired_subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> {
     let publish = publish_not_ready(svc);
-    let no_ports = svc.spec.as_ref().and_then(|s| s.ports.as_ref()).is_none_or(|p| p.is_empty());
+    let no_ports = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .is_none_or(|p| p.is_empty());
     // port set (as a sortable key) -> (ports, ready addresses, not-ready addresses)
-    type Group = (Vec<EndpointPort>, Vec<EndpointAddress>, Vec<EndpointAddress>);
+    type Group = (
+        Vec<EndpointPort>,
+        Vec<EndpointAddress>,
+        Vec<EndpointAddress>,
+    );
     let mut groups: BTreeMap<Vec<(String, i32, String)>, Group> = BTreeMap::new();
     for pod in pods {
         let Some(ip) = pod_ip(pod) else { continue };
         // Finished pods never serve again; terminating ones only when not-ready ones are published.
-        if matches!(kit::phase(pod), "Succeeded" | "Failed") || (kit::terminating(pod) && !publish) {
+        if matches!(kit::phase(pod), "Succeeded" | "Failed") || (kit::terminating(pod) && !publish)
+        {
             continue;
         }
         let ports = pod_ports(svc, pod);
@@ -196,7 +221,13 @@ fn desired_subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> {
         }
         let key: Vec<(String, i32, String)> = ports
             .iter()
-            .map(|p| (p.name.clone().unwrap_or_default(), p.port, p.protocol.clone().unwrap_or_default()))
+            .map(|p| {
+                (
+                    p.name.clone().unwrap_or_default(),
+                    p.port,
+                    p.protocol.clone().unwrap_or_default(),
+                )
+            })
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
@@ -206,7 +237,9 @@ fn desired_subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> {
             node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
             target_ref: Some(target_ref(pod)),
         };
-        let g = groups.entry(key).or_insert_with(|| (ports.clone(), vec![], vec![]));
+        let g = groups
+            .entry(key)
+            .or_insert_with(|| (ports.clone(), vec![], vec![]));
         if publish || kit::pod_ready(pod) {
             g.1.push(addr);
         } else {
@@ -245,14 +278,20 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action> {
     match current {
         Some(cur) => {
             let cur_subsets = cur.subsets.clone().filter(|s| !s.is_empty());
-            if cur_subsets == want_subsets && cur.metadata.labels.clone().unwrap_or_default() == labels {
+            if cur_subsets == want_subsets
+                && cur.metadata.labels.clone().unwrap_or_default() == labels
+            {
                 return Ok(Action::await_change());
             }
             let mut ep = (*cur).clone();
             ep.subsets = want_subsets;
             ep.metadata.labels = Some(labels);
             api.replace(&name, &PostParams::default(), &ep).await?;
-            tracing::info!(controller = NAME, "updated endpoints {ns}/{name}: {}", summary(&ep));
+            tracing::info!(
+                controller = NAME,
+                "updated endpoints {ns}/{name}: {}",
+                summary(&ep)
+            );
         }
         None => {
             let ep = Endpoints {
@@ -265,7 +304,11 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action> {
                 subsets: want_subsets,
             };
             match api.create(&PostParams::default(), &ep).await {
-                Ok(_) => tracing::info!(controller = NAME, "created endpoints {ns}/{name}: {}", summary(&ep)),
+                Ok(_) => tracing::info!(
+                    controller = NAME,
+                    "created endpoints {ns}/{name}: {}",
+                    summary(&ep)
+                ),
                 // Created meanwhile: the watch brings it and reconciles again.
                 Err(kube::Error::Api(s)) if s.code == 409 => {}
                 Err(e) => return Err(e.into()),
@@ -313,7 +356,10 @@ async fn sweep_orphans(
             }
             let api: Api<Endpoints> = Api::namespaced(client.clone(), &ns);
             match api.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => tracing::info!(controller = NAME, "deleted endpoints {ns}/{name}: its service is gone"),
+                Ok(_) => tracing::info!(
+                    controller = NAME,
+                    "deleted endpoints {ns}/{name}: its service is gone"
+                ),
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => tracing::warn!(controller = NAME, "deleting endpoints {ns}/{name}: {e}"),
             }
@@ -360,7 +406,9 @@ mod tests {
         let first = &s[0];
         let ports: Vec<i32> = first.ports.iter().flatten().map(|p| p.port).collect();
         assert_eq!(ports, [8080, 9]);
-        let ips = |v: &Option<Vec<EndpointAddress>>| v.iter().flatten().map(|a| a.ip.clone()).collect::<Vec<_>>();
+        let ips = |v: &Option<Vec<EndpointAddress>>| {
+            v.iter().flatten().map(|a| a.ip.clone()).collect::<Vec<_>>()
+        };
         assert_eq!(ips(&first.addresses), ["10.0.0.2"]);
         assert_eq!(ips(&first.not_ready_addresses), ["10.0.0.1"]);
         assert_eq!(ips(&s[1].addresses), ["10.0.0.3"]);
@@ -368,9 +416,17 @@ mod tests {
 
     #[test]
     fn publish_not_ready_puts_every_pod_in_addresses() {
-        let pods = vec![pod("a", "10.0.0.1", 80, false, false), pod("t", "10.0.0.2", 80, true, true)];
+        let pods = vec![
+            pod("a", "10.0.0.1", 80, false, false),
+            pod("t", "10.0.0.2", 80, true, true),
+        ];
         let s = desired_subsets(&svc(true), &pods);
-        let ips: Vec<_> = s[0].addresses.iter().flatten().map(|a| a.ip.as_str()).collect();
+        let ips: Vec<_> = s[0]
+            .addresses
+            .iter()
+            .flatten()
+            .map(|a| a.ip.as_str())
+            .collect();
         assert_eq!(ips, ["10.0.0.1", "10.0.0.2"]);
         assert!(s[0].not_ready_addresses.is_none());
     }

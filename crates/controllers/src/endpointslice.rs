@@ -46,11 +46,16 @@ impl Named for Ctx {
 
 /// Runs the EndpointSlice controller until its watches end.
 pub async fn run(client: Client) -> anyhow::Result<()> {
-    let (pods, pod_events) = kit::reflect(Api::<Pod>::all(client.clone()), watcher::Config::default());
-    let (nodes, node_events) = kit::reflect(Api::<Node>::all(client.clone()), watcher::Config::default());
+    let (pods, pod_events) =
+        kit::reflect(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    let (nodes, node_events) =
+        kit::reflect(Api::<Node>::all(client.clone()), watcher::Config::default());
     let managed = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
     let (slices, slice_events) = kit::reflect(Api::<EndpointSlice>::all(client.clone()), managed);
-    let svc_ctl = Controller::new(Api::<Service>::all(client.clone()), watcher::Config::default());
+    let svc_ctl = Controller::new(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    );
     let services = svc_ctl.store();
     let ctl = svc_ctl
         .watches_stream(pod_events, move |p: Pod| {
@@ -112,12 +117,14 @@ fn families(svc: &Service) -> Vec<String> {
     }
 }
 
+/// A slice-to-be: its ports and endpoints.
+type Group = (Vec<EndpointPort>, Vec<Endpoint>);
+
 fn desired(svc: &Service, pods: &[Arc<Pod>], nodes: &Store<Node>) -> Vec<Want> {
     let publish = ep::publish_not_ready(svc);
     let fams = families(svc);
     // (address type, port set) -> endpoints
-    let mut groups: BTreeMap<(String, Vec<(String, i32)>), (Vec<EndpointPort>, Vec<Endpoint>)> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<(String, Vec<(String, i32)>), Group> = BTreeMap::new();
     for pod in pods {
         let Some(ip) = ep::pod_ip(pod) else { continue };
         if matches!(kit::phase(pod), "Succeeded" | "Failed") {
@@ -245,7 +252,8 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action> {
                 let mut s = (*cur).clone();
                 s.endpoints = w.endpoints;
                 s.metadata.labels = Some(labels.clone());
-                api.replace(&s.name_any(), &PostParams::default(), &s).await?;
+                api.replace(&s.name_any(), &PostParams::default(), &s)
+                    .await?;
                 updated += 1;
             }
             None => to_create.push(w),

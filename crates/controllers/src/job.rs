@@ -41,7 +41,8 @@ impl Named for Ctx {
 
 /// Runs the Job controller until its watches end.
 pub async fn run(client: Client) -> anyhow::Result<()> {
-    let (pods, pod_events) = kit::reflect(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    let (pods, pod_events) =
+        kit::reflect(Api::<Pod>::all(client.clone()), watcher::Config::default());
     let ctl = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default())
         .owns_stream(pod_events);
     let ctx = Arc::new(Ctx {
@@ -106,16 +107,33 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
     let count = |ph: &str| pods.iter().filter(|p| kit::phase(p) == ph).count() as i32;
     // Pods of a finished count stay counted even if someone deletes them.
     let indexed = spec.completion_mode.as_deref() == Some("Indexed");
-    let indexes = indexed.then(|| Indexes::from_pods(&pods, spec.completions.unwrap_or(0), old.completed_indexes.as_deref()));
+    let indexes = indexed.then(|| {
+        Indexes::from_pods(
+            &pods,
+            spec.completions.unwrap_or(0),
+            old.completed_indexes.as_deref(),
+        )
+    });
     let succeeded = match &indexes {
         Some(ix) => ix.succeeded.len() as i32,
         None => count("Succeeded").max(old.succeeded.unwrap_or(0)),
     };
     let failed = count("Failed").max(old.failed.unwrap_or(0));
-    let restarts: i32 = if spec.template.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) == Some("OnFailure") {
+    let restarts: i32 = if spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        == Some("OnFailure")
+    {
         active
             .iter()
-            .flat_map(|p| p.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default())
+            .flat_map(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.clone())
+                    .unwrap_or_default()
+            })
             .map(|c| c.restart_count)
             .sum()
     } else {
@@ -143,19 +161,31 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
     } else if suspended {
         to_delete = active.iter().map(|p| p.name_any()).collect();
         status.start_time = None;
-        set_condition(&mut conds, condition("Suspended", true, "JobSuspended", "Job suspended"));
+        set_condition(
+            &mut conds,
+            condition("Suspended", true, "JobSuspended", "Job suspended"),
+        );
     } else {
         if has_condition(&job, "Suspended") {
-            set_condition(&mut conds, condition("Suspended", false, "JobResumed", "Job resumed"));
+            set_condition(
+                &mut conds,
+                condition("Suspended", false, "JobResumed", "Job resumed"),
+            );
         }
         let start = status.start_time.clone().unwrap_or_else(kit::now);
         status.start_time = Some(start.clone());
         let backoff_limit = spec.backoff_limit.unwrap_or(6);
         let elapsed = jiff::Timestamp::now().duration_since(start.0).as_secs();
         let failure = if failed + restarts > backoff_limit {
-            Some(("BackoffLimitExceeded", "Job has reached the specified backoff limit"))
+            Some((
+                "BackoffLimitExceeded",
+                "Job has reached the specified backoff limit",
+            ))
         } else if spec.active_deadline_seconds.is_some_and(|d| elapsed >= d) {
-            Some(("DeadlineExceeded", "Job was active longer than specified deadline"))
+            Some((
+                "DeadlineExceeded",
+                "Job was active longer than specified deadline",
+            ))
         } else {
             None
         };
@@ -166,16 +196,28 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
         };
         if let Some((reason, message)) = failure {
             to_delete = active.iter().map(|p| p.name_any()).collect();
-            set_condition(&mut conds, condition("FailureTarget", true, reason, message));
+            set_condition(
+                &mut conds,
+                condition("FailureTarget", true, reason, message),
+            );
             set_condition(&mut conds, condition("Failed", true, reason, message));
             tracing::info!(controller = NAME, "job {ns}/{name} failed: {message}");
         } else if complete {
             to_delete = active.iter().map(|p| p.name_any()).collect();
             let msg = "Reached expected number of succeeded pods";
-            set_condition(&mut conds, condition("SuccessCriteriaMet", true, "CompletionsReached", msg));
-            set_condition(&mut conds, condition("Complete", true, "CompletionsReached", msg));
+            set_condition(
+                &mut conds,
+                condition("SuccessCriteriaMet", true, "CompletionsReached", msg),
+            );
+            set_condition(
+                &mut conds,
+                condition("Complete", true, "CompletionsReached", msg),
+            );
             status.completion_time = Some(kit::now());
-            tracing::info!(controller = NAME, "job {ns}/{name} complete: {succeeded} succeeded");
+            tracing::info!(
+                controller = NAME,
+                "job {ns}/{name} complete: {succeeded} succeeded"
+            );
         } else if in_sync {
             let parallelism = spec.parallelism.unwrap_or(1).max(0) as usize;
             let want = match completions {
@@ -207,7 +249,11 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
                         }
                     }
                 }
-                tracing::info!(controller = NAME, "job {ns}/{name}: created {} pod(s)", created.len());
+                tracing::info!(
+                    controller = NAME,
+                    "job {ns}/{name}: created {} pod(s)",
+                    created.len()
+                );
                 ctx.expect.expect(&uid, created, vec![]);
                 if let Some(e) = err {
                     return Err(e);
@@ -217,7 +263,11 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
             } else if active.len() > want {
                 let mut extra = active.clone();
                 extra.sort_by_key(|p| kit::deletion_rank(p));
-                to_delete = extra.iter().take(active.len() - want).map(|p| p.name_any()).collect();
+                to_delete = extra
+                    .iter()
+                    .take(active.len() - want)
+                    .map(|p| p.name_any())
+                    .collect();
             }
             if let Some(d) = spec.active_deadline_seconds {
                 requeue = Some(Duration::from_secs((d - elapsed).max(1) as u64));
@@ -230,7 +280,11 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
         kit::delete_pod(&api, n).await?;
     }
     if !to_delete.is_empty() {
-        tracing::info!(controller = NAME, "job {ns}/{name}: deleted {} active pod(s)", to_delete.len());
+        tracing::info!(
+            controller = NAME,
+            "job {ns}/{name}: deleted {} active pod(s)",
+            to_delete.len()
+        );
         ctx.expect.expect(&uid, vec![], to_delete.clone());
         active.retain(|p| !to_delete.contains(&p.name_any()));
     }
@@ -248,7 +302,9 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(requeue.map(Action::requeue).unwrap_or_else(Action::await_change))
+    Ok(requeue
+        .map(Action::requeue)
+        .unwrap_or_else(Action::await_change))
 }
 
 /// The annotation (and label) carrying an Indexed Job pod's completion index.
@@ -281,7 +337,8 @@ impl Indexes {
 
     /// Indexes neither succeeded nor held by an active pod, lowest first.
     fn missing(&self, completions: i32, active: &[&Arc<Pod>]) -> Vec<i32> {
-        let held: std::collections::BTreeSet<i32> = active.iter().filter_map(|p| index_of(p)).collect();
+        let held: std::collections::BTreeSet<i32> =
+            active.iter().filter_map(|p| index_of(p)).collect();
         (0..completions)
             .filter(|i| !self.succeeded.contains(i) && !held.contains(i))
             .collect()
@@ -311,7 +368,11 @@ impl Indexes {
             while it.peek() == Some(&(end + 1)) {
                 end = it.next().unwrap_or(end);
             }
-            out.push(if end > start { format!("{start}-{end}") } else { start.to_string() });
+            out.push(if end > start {
+                format!("{start}-{end}")
+            } else {
+                start.to_string()
+            });
         }
         out.join(",")
     }
@@ -339,8 +400,14 @@ fn indexed_pod(
 ) -> Pod {
     use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector};
     let mut pod = kit::pod_from_template(tpl, &format!("{job}-{index}"), owner);
-    pod.metadata.annotations.get_or_insert_with(Default::default).insert(INDEX_KEY.into(), index.to_string());
-    pod.metadata.labels.get_or_insert_with(Default::default).insert(INDEX_KEY.into(), index.to_string());
+    pod.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(INDEX_KEY.into(), index.to_string());
+    pod.metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(INDEX_KEY.into(), index.to_string());
     if let Some(spec) = pod.spec.as_mut() {
         if spec.hostname.as_deref().unwrap_or("").is_empty() {
             spec.hostname = Some(format!("{job}-{index}"));
@@ -356,7 +423,11 @@ fn indexed_pod(
                 ..Default::default()
             }),
         };
-        for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+        for c in spec
+            .containers
+            .iter_mut()
+            .chain(spec.init_containers.iter_mut().flatten())
+        {
             let envs = c.env.get_or_insert_with(Vec::new);
             if !envs.iter().any(|e| e.name == env.name) {
                 envs.push(env.clone());
@@ -372,7 +443,9 @@ mod tests {
 
     #[test]
     fn completed_indexes_compress_to_ranges() {
-        let ix = Indexes { succeeded: [0, 1, 2, 4, 6, 7].into_iter().collect() };
+        let ix = Indexes {
+            succeeded: [0, 1, 2, 4, 6, 7].into_iter().collect(),
+        };
         assert_eq!(ix.completed(), "0-2,4,6-7");
         assert_eq!(parse_ranges("0-2,4,6-7"), ix.succeeded);
         assert!(parse_ranges("x,-").is_empty());

@@ -134,7 +134,10 @@ where
 
 /// Whether a map selector (Service, ReplicationController) matches these labels; an empty or
 /// missing selector matches nothing.
-pub fn map_selects(sel: Option<&BTreeMap<String, String>>, labels: &BTreeMap<String, String>) -> bool {
+pub fn map_selects(
+    sel: Option<&BTreeMap<String, String>>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
     match sel {
         Some(s) if !s.is_empty() => s.iter().all(|(k, v)| labels.get(k) == Some(v)),
         _ => false,
@@ -171,9 +174,8 @@ pub fn pod_available(p: &Pod, min_ready: i32) -> bool {
     if min_ready <= 0 {
         return true;
     }
-    ready_since(p).is_some_and(|t| {
-        jiff::Timestamp::now().duration_since(t).as_secs() >= i64::from(min_ready)
-    })
+    ready_since(p)
+        .is_some_and(|t| jiff::Timestamp::now().duration_since(t).as_secs() >= i64::from(min_ready))
 }
 
 pub fn phase(p: &Pod) -> &str {
@@ -250,9 +252,12 @@ pub fn now() -> Time {
 /// Creates and deletes a controller made and has not seen in its cache yet, per owner key.
 /// While any is outstanding (and younger than five minutes, as upstream's expectations), the
 /// owner does no further scaling: its cache is known to be behind.
+/// Names created and deleted but not seen yet, and when last recorded.
+type Pending = (HashSet<String>, HashSet<String>, Instant);
+
 #[derive(Default)]
 pub struct Expectations<Key: Hash + Eq> {
-    pending: Mutex<HashMap<Key, (HashSet<String>, HashSet<String>, Instant)>>,
+    pending: Mutex<HashMap<Key, Pending>>,
 }
 
 const EXPECTATIONS_TTL: Duration = Duration::from_secs(300);
@@ -322,7 +327,12 @@ pub fn deletion_rank(p: &Pod) -> (u8, u8, u8, std::cmp::Reverse<i64>) {
         .as_ref()
         .map(|t| t.0.as_second())
         .unwrap_or(0);
-    (scheduled, running, pod_ready(p) as u8, std::cmp::Reverse(created))
+    (
+        scheduled,
+        running,
+        pod_ready(p) as u8,
+        std::cmp::Reverse(created),
+    )
 }
 
 /// Whether a toleration tolerates a taint (upstream's matching: an empty key with Exists
@@ -395,6 +405,9 @@ mod tests {
         assert!(!e.satisfied(&k, |_| false, |_| false));
         assert!(!e.satisfied(&k, |_| false, |n| n == "b"));
         assert!(e.satisfied(&k, |n| n == "a", |_| false));
-        assert!(e.satisfied(&k, |_| false, |_| false), "nothing pending any more");
+        assert!(
+            e.satisfied(&k, |_| false, |_| false),
+            "nothing pending any more"
+        );
     }
 }

@@ -30,12 +30,20 @@ pub const CONTROLLERS: &[(&str, Start)] = &[
     (endpoints::NAME, |c, _| Box::pin(endpoints::run(c))),
     (endpointslice::NAME, |c, _| Box::pin(endpointslice::run(c))),
     (namespace::NAME, |c, _| Box::pin(namespace::run(c))),
-    (serviceaccount::NAME, |c, _| Box::pin(serviceaccount::run(c))),
-    (replicationcontroller::NAME, |c, _| Box::pin(replicationcontroller::run(c))),
+    (serviceaccount::NAME, |c, _| {
+        Box::pin(serviceaccount::run(c))
+    }),
+    (replicationcontroller::NAME, |c, _| {
+        Box::pin(replicationcontroller::run(c))
+    }),
     (job::NAME, |c, _| Box::pin(job::run(c))),
     (daemonset::NAME, |c, _| Box::pin(daemonset::run(c))),
-    (nodelifecycle::NAME, |c, s| Box::pin(nodelifecycle::run_with(c, s.node_lifecycle.clone()))),
-    (taint_eviction::NAME, |c, _| Box::pin(taint_eviction::run(c))),
+    (nodelifecycle::NAME, |c, s| {
+        Box::pin(nodelifecycle::run_with(c, s.node_lifecycle.clone()))
+    }),
+    (taint_eviction::NAME, |c, _| {
+        Box::pin(taint_eviction::run(c))
+    }),
 ];
 
 /// `kybern controller-manager`: the flags of kube-controller-manager that apply.
@@ -78,10 +86,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Ok(Duration::ZERO);
     }
     while !rest.is_empty() {
-        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         let (num, tail) = rest.split_at(n);
         let v: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-        let u = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
+        let u = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(u);
         let secs = match unit {
             "ns" => v / 1e9,
@@ -90,7 +102,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "s" => v,
             "m" => v * 60.0,
             "h" => v * 3600.0,
-            _ => return Err(format!("invalid duration {s:?}: unit {unit:?} (use ms, s, m or h)")),
+            _ => {
+                return Err(format!(
+                    "invalid duration {s:?}: unit {unit:?} (use ms, s, m or h)"
+                ))
+            }
         };
         total += Duration::from_secs_f64(secs);
         rest = tail;
@@ -122,7 +138,11 @@ pub fn selected(list: &[String]) -> Result<Vec<&'static str>, String> {
 }
 
 /// Starts every selected controller and runs until one fails.
-pub async fn run_all(client: kube::Client, names: &[&str], settings: &Settings) -> anyhow::Result<()> {
+pub async fn run_all(
+    client: kube::Client,
+    names: &[&str],
+    settings: &Settings,
+) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     for (name, start) in CONTROLLERS {
         if names.contains(name) {

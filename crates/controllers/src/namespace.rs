@@ -32,7 +32,10 @@ impl Named for Ctx {
 
 /// Runs the namespace controller until its watch ends.
 pub async fn run(client: Client) -> anyhow::Result<()> {
-    let ctl = Controller::new(Api::<Namespace>::all(client.clone()), watcher::Config::default());
+    let ctl = Controller::new(
+        Api::<Namespace>::all(client.clone()),
+        watcher::Config::default(),
+    );
     kit::drive(NAME, ctl, reconcile, Arc::new(Ctx { client })).await
 }
 
@@ -51,13 +54,20 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action> {
     if ns.metadata.deletion_timestamp.is_none() {
         return Ok(Action::await_change());
     }
-    let spec_finalizers = ns.spec.as_ref().and_then(|s| s.finalizers.clone()).unwrap_or_default();
+    let spec_finalizers = ns
+        .spec
+        .as_ref()
+        .and_then(|s| s.finalizers.clone())
+        .unwrap_or_default();
     if !spec_finalizers.iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
     }
     let name = ns.name_any();
     let pass = delete_content(&ctx.client, &name).await;
-    let ns = set_conditions(&ctx.client, &ns, &pass).await?.map(Arc::new).unwrap_or(ns);
+    let ns = set_conditions(&ctx.client, &ns, &pass)
+        .await?
+        .map(Arc::new)
+        .unwrap_or(ns);
     if pass.discovery_error.is_some() || !pass.delete_errors.is_empty() {
         return Err(kit::Error(anyhow::anyhow!(
             "namespace {name}: {}",
@@ -80,10 +90,18 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action> {
     // Nothing left: drop our finalizer; the API server then removes the namespace.
     let mut done = (*ns).clone();
     if let Some(spec) = done.spec.as_mut() {
-        spec.finalizers = Some(spec_finalizers.into_iter().filter(|f| f != FINALIZER).collect());
+        spec.finalizers = Some(
+            spec_finalizers
+                .into_iter()
+                .filter(|f| f != FINALIZER)
+                .collect(),
+        );
     }
     let api: Api<Namespace> = Api::all(ctx.client.clone());
-    match api.replace_subresource("finalize", &name, &PostParams::default(), &done).await {
+    match api
+        .replace_subresource("finalize", &name, &PostParams::default(), &done)
+        .await
+    {
         Ok(_) => tracing::info!(controller = NAME, "namespace {name} is empty: finalized"),
         Err(kube::Error::Api(s)) if s.code == 404 => {}
         Err(e) => return Err(e.into()),
@@ -125,7 +143,9 @@ async fn delete_content(client: &Client, ns: &str) -> Pass {
             };
             let dp = DeleteParams::background();
             let res = if caps.supports_operation(verbs::DELETE_COLLECTION) {
-                api.delete_collection(&dp, &ListParams::default()).await.map(|_| ())
+                api.delete_collection(&dp, &ListParams::default())
+                    .await
+                    .map(|_| ())
             } else {
                 delete_each(&api, &dp).await
             };
@@ -186,7 +206,12 @@ fn conditions(p: &Pass) -> Vec<NamespaceCondition> {
         .join(", ");
     vec![
         match &p.discovery_error {
-            Some(e) => cond("NamespaceDeletionDiscoveryFailure", true, "DiscoveryFailed", e.clone()),
+            Some(e) => cond(
+                "NamespaceDeletionDiscoveryFailure",
+                true,
+                "DiscoveryFailed",
+                e.clone(),
+            ),
             None => cond(
                 "NamespaceDeletionDiscoveryFailure",
                 false,
@@ -216,7 +241,12 @@ fn conditions(p: &Pass) -> Vec<NamespaceCondition> {
             )
         },
         if p.remaining.is_empty() {
-            cond("NamespaceContentRemaining", false, "ContentRemoved", "All content was removed".into())
+            cond(
+                "NamespaceContentRemaining",
+                false,
+                "ContentRemoved",
+                "All content was removed".into(),
+            )
         } else {
             cond(
                 "NamespaceContentRemaining",
@@ -246,7 +276,11 @@ fn conditions(p: &Pass) -> Vec<NamespaceCondition> {
 /// Writes the conditions through namespaces/status when their status, reason or message changed
 /// (an unchanged condition keeps its transition time).
 async fn set_conditions(client: &Client, ns: &Namespace, p: &Pass) -> Result<Option<Namespace>> {
-    let old = ns.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    let old = ns
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
     let mut changed = false;
     let mut merged = old.clone();
     for c in conditions(p) {
@@ -273,7 +307,10 @@ async fn set_conditions(client: &Client, ns: &Namespace, p: &Pass) -> Result<Opt
     let mut n = ns.clone();
     n.status.get_or_insert_with(Default::default).conditions = Some(merged);
     let api: Api<Namespace> = Api::all(client.clone());
-    match api.replace_status(&ns.name_any(), &PostParams::default(), &n).await {
+    match api
+        .replace_status(&ns.name_any(), &PostParams::default(), &n)
+        .await
+    {
         Ok(updated) => Ok(Some(updated)),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
         Err(e) => Err(e.into()),

@@ -149,7 +149,9 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action> {
     if silent_for > grace {
         if mark_unknown(&mut node, silent_for) {
             let api: Api<Node> = Api::all(ctx.client.clone());
-            node = api.replace_status(&name, &PostParams::default(), &node).await?;
+            node = api
+                .replace_status(&name, &PostParams::default(), &node)
+                .await?;
             tracing::warn!(
                 controller = NAME,
                 "node {name} stopped posting status ({}s without a heartbeat): Ready=Unknown",
@@ -207,15 +209,31 @@ async fn mark_pods_not_ready(client: &Client, node: &str) -> Result<()> {
         if !kit::pod_ready(&p) || kit::terminating(&p) {
             continue;
         }
-        let mut conds = p.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+        let mut conds = p
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default();
         for c in conds.iter_mut().filter(|c| c.type_ == "Ready") {
             c.status = "False".into();
             c.last_transition_time = Some(kit::now());
         }
         let api: Api<Pod> = Api::namespaced(client.clone(), &p.namespace().unwrap_or_default());
         let patch = json!({"status": {"conditions": conds}});
-        match api.patch_status(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(_) => tracing::info!(controller = NAME, "pod {}/{} on unresponsive node {node} marked not ready", p.namespace().unwrap_or_default(), p.name_any()),
+        match api
+            .patch_status(
+                &p.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => tracing::info!(
+                controller = NAME,
+                "pod {}/{} on unresponsive node {node} marked not ready",
+                p.namespace().unwrap_or_default(),
+                p.name_any()
+            ),
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(e.into()),
         }
@@ -235,7 +253,10 @@ fn desired_taints(node: &Node) -> Vec<(&'static str, &'static str)> {
         ("MemoryPressure", "node.kubernetes.io/memory-pressure"),
         ("DiskPressure", "node.kubernetes.io/disk-pressure"),
         ("PIDPressure", "node.kubernetes.io/pid-pressure"),
-        ("NetworkUnavailable", "node.kubernetes.io/network-unavailable"),
+        (
+            "NetworkUnavailable",
+            "node.kubernetes.io/network-unavailable",
+        ),
     ] {
         if condition_status(node, cond) == Some("True") {
             out.push((key, "NoSchedule"));
@@ -258,7 +279,11 @@ const MANAGED: &[&str] = &[
 ];
 
 async fn update_taints(client: &Client, node: &Node) -> Result<()> {
-    let current = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
+    let current = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
     let want = desired_taints(node);
     let mut next: Vec<Taint> = current
         .iter()
@@ -294,7 +319,8 @@ async fn update_taints(client: &Client, node: &Node) -> Result<()> {
     let mut n = node.clone();
     n.spec.get_or_insert_with(Default::default).taints = (!next.is_empty()).then_some(next);
     let api: Api<Node> = Api::all(client.clone());
-    api.replace(&node.name_any(), &PostParams::default(), &n).await?;
+    api.replace(&node.name_any(), &PostParams::default(), &n)
+        .await?;
     tracing::info!(
         controller = NAME,
         "node {}: taints added {added:?}, removed {removed:?}",
@@ -320,11 +346,22 @@ mod tests {
     fn taints_follow_conditions() {
         assert_eq!(
             desired_taints(&node("Unknown", false)),
-            [(UNREACHABLE, "NoExecute"), (UNREACHABLE, "NoSchedule"), ("node.kubernetes.io/disk-pressure", "NoSchedule")]
+            [
+                (UNREACHABLE, "NoExecute"),
+                (UNREACHABLE, "NoSchedule"),
+                ("node.kubernetes.io/disk-pressure", "NoSchedule")
+            ]
         );
-        assert_eq!(desired_taints(&node("False", true))[..2], [(NOT_READY, "NoExecute"), (NOT_READY, "NoSchedule")]);
-        assert!(desired_taints(&node("False", true)).contains(&("node.kubernetes.io/unschedulable", "NoSchedule")));
-        assert_eq!(desired_taints(&node("True", false)), [("node.kubernetes.io/disk-pressure", "NoSchedule")]);
+        assert_eq!(
+            desired_taints(&node("False", true))[..2],
+            [(NOT_READY, "NoExecute"), (NOT_READY, "NoSchedule")]
+        );
+        assert!(desired_taints(&node("False", true))
+            .contains(&("node.kubernetes.io/unschedulable", "NoSchedule")));
+        assert_eq!(
+            desired_taints(&node("True", false)),
+            [("node.kubernetes.io/disk-pressure", "NoSchedule")]
+        );
     }
 
     #[test]

@@ -36,7 +36,8 @@ impl Named for Ctx {
 
 /// Runs the ReplicationController controller until its watches end.
 pub async fn run(client: Client) -> anyhow::Result<()> {
-    let (pods, pod_events) = kit::reflect(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    let (pods, pod_events) =
+        kit::reflect(Api::<Pod>::all(client.clone()), watcher::Config::default());
     let ctl = Controller::new(
         Api::<ReplicationController>::all(client.clone()),
         watcher::Config::default(),
@@ -86,7 +87,9 @@ async fn reconcile(rc: Arc<ReplicationController>, ctx: Arc<Ctx>) -> Result<Acti
 
     // Claim: adopt matching orphans, release owned pods that stopped matching.
     let mut mine = vec![];
-    let in_ns = ctx.pods.state_filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()));
+    let in_ns = ctx
+        .pods
+        .state_filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()));
     for p in in_ns {
         let matches = kit::map_selects(Some(&selector), p.labels());
         match kit::controller_of(p.as_ref()) {
@@ -97,7 +100,10 @@ async fn reconcile(rc: Arc<ReplicationController>, ctx: Arc<Ctx>) -> Result<Acti
                     release(&api, &p, &uid).await?;
                 }
             }
-            None if matches && !kit::terminating(&p) && rc.metadata.deletion_timestamp.is_none() => {
+            None if matches
+                && !kit::terminating(&p)
+                && rc.metadata.deletion_timestamp.is_none() =>
+            {
                 adopt(&api, &p, rc.as_ref()).await?;
                 mine.push(p);
             }
@@ -110,7 +116,9 @@ async fn reconcile(rc: Arc<ReplicationController>, ctx: Arc<Ctx>) -> Result<Acti
     if rc.metadata.deletion_timestamp.is_none() && in_sync {
         if active.len() < want {
             let Some(tpl) = spec.template.as_ref() else {
-                return Err(kit::Error(anyhow::anyhow!("{ns}/{name} has no pod template")));
+                return Err(kit::Error(anyhow::anyhow!(
+                    "{ns}/{name} has no pod template"
+                )));
             };
             let n = (want - active.len()).min(BURST);
             let pod = kit::pod_from_template(tpl, &name, kit::owner_ref(rc.as_ref()));
@@ -125,7 +133,11 @@ async fn reconcile(rc: Arc<ReplicationController>, ctx: Arc<Ctx>) -> Result<Acti
                     }
                 }
             }
-            tracing::info!(controller = NAME, "{ns}/{name}: created {} pod(s) for {want} replicas", created.len());
+            tracing::info!(
+                controller = NAME,
+                "{ns}/{name}: created {} pod(s) for {want} replicas",
+                created.len()
+            );
             ctx.expect.expect(&key, created, vec![]);
             if let Some(e) = err {
                 return Err(e);
@@ -141,7 +153,11 @@ async fn reconcile(rc: Arc<ReplicationController>, ctx: Arc<Ctx>) -> Result<Acti
             for v in &victims {
                 kit::delete_pod(&api, v).await?;
             }
-            tracing::info!(controller = NAME, "{ns}/{name}: deleted {} pod(s) for {want} replicas", victims.len());
+            tracing::info!(
+                controller = NAME,
+                "{ns}/{name}: deleted {} pod(s) for {want} replicas",
+                victims.len()
+            );
             ctx.expect.expect(&key, vec![], victims);
         }
     } else if !in_sync {
@@ -165,14 +181,22 @@ async fn reconcile(rc: Arc<ReplicationController>, ctx: Arc<Ctx>) -> Result<Acti
                 .count() as i32,
         ),
         ready_replicas: Some(active.iter().filter(|p| kit::pod_ready(p)).count() as i32),
-        available_replicas: Some(active.iter().filter(|p| kit::pod_available(p, min_ready)).count() as i32),
+        available_replicas: Some(
+            active
+                .iter()
+                .filter(|p| kit::pod_available(p, min_ready))
+                .count() as i32,
+        ),
         observed_generation: rc.metadata.generation,
         conditions: rc.status.as_ref().and_then(|s| s.conditions.clone()),
     };
     if rc.status.as_ref() != Some(&status) {
         let rcs: Api<ReplicationController> = Api::namespaced(ctx.client.clone(), &ns);
         let patch = json!({"status": status});
-        match rcs.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match rcs
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(e.into()),
@@ -180,7 +204,9 @@ async fn reconcile(rc: Arc<ReplicationController>, ctx: Arc<Ctx>) -> Result<Acti
     }
     // Pods becoming available after minReadySeconds change no object: look again then.
     let not_yet_available = min_ready > 0
-        && active.iter().any(|p| kit::pod_ready(p) && !kit::pod_available(p, min_ready));
+        && active
+            .iter()
+            .any(|p| kit::pod_ready(p) && !kit::pod_available(p, min_ready));
     Ok(match (requeue, not_yet_available) {
         (Some(d), _) => Action::requeue(d),
         (None, true) => Action::requeue(Duration::from_secs(1)),
@@ -196,9 +222,21 @@ where
     let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
     refs.push(kit::owner_ref(owner));
     let patch = json!({"metadata": {"ownerReferences": refs, "uid": pod.metadata.uid}});
-    match api.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api
+        .patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
         Ok(_) => {
-            tracing::info!(controller = NAME, "adopted pod {}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+            tracing::info!(
+                controller = NAME,
+                "adopted pod {}/{}",
+                pod.namespace().unwrap_or_default(),
+                pod.name_any()
+            );
             Ok(())
         }
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
@@ -217,9 +255,21 @@ pub(crate) async fn release(api: &Api<Pod>, pod: &Pod, uid: &str) -> Result<()> 
         .filter(|r| r.uid != uid)
         .collect();
     let patch = json!({"metadata": {"ownerReferences": refs, "uid": pod.metadata.uid}});
-    match api.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api
+        .patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
         Ok(_) => {
-            tracing::info!(controller = NAME, "released pod {}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+            tracing::info!(
+                controller = NAME,
+                "released pod {}/{}",
+                pod.namespace().unwrap_or_default(),
+                pod.name_any()
+            );
             Ok(())
         }
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),

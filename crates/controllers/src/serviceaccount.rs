@@ -31,10 +31,13 @@ impl Named for Ctx {
 pub async fn run(client: Client) -> anyhow::Result<()> {
     let only_ensured = watcher::Config::default().fields(&format!("metadata.name={}", ACCOUNTS[0]));
     let (accounts, events) = kit::reflect(Api::<ServiceAccount>::all(client.clone()), only_ensured);
-    let ctl = Controller::new(Api::<Namespace>::all(client.clone()), watcher::Config::default())
-        .watches_stream(events, |sa: ServiceAccount| {
-            Some(ObjectRef::new(&sa.namespace().unwrap_or_default()))
-        });
+    let ctl = Controller::new(
+        Api::<Namespace>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches_stream(events, |sa: ServiceAccount| {
+        Some(ObjectRef::new(&sa.namespace().unwrap_or_default()))
+    });
     kit::drive(NAME, ctl, reconcile, Arc::new(Ctx { client, accounts })).await
 }
 
@@ -60,7 +63,10 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action> {
             ..Default::default()
         };
         match api.create(&PostParams::default(), &sa).await {
-            Ok(_) => tracing::info!(controller = NAME, "created service account {name}/{account}"),
+            Ok(_) => tracing::info!(
+                controller = NAME,
+                "created service account {name}/{account}"
+            ),
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             // The namespace began terminating meanwhile: nothing to ensure there.
             Err(kube::Error::Api(s)) if s.code == 403 || s.code == 404 => {}

@@ -35,16 +35,19 @@ impl Named for Ctx {
 
 /// Runs the taint eviction controller until its watches end.
 pub async fn run(client: Client) -> anyhow::Result<()> {
-    let (nodes, node_events) = kit::reflect(Api::<Node>::all(client.clone()), watcher::Config::default());
+    let (nodes, node_events) =
+        kit::reflect(Api::<Node>::all(client.clone()), watcher::Config::default());
     let scheduled = watcher::Config::default().fields("spec.nodeName!=");
     let ctl = Controller::new(Api::<Pod>::all(client.clone()), scheduled);
     let pods = ctl.store();
     let ctl = ctl.watches_stream(node_events, move |n: Node| {
         let name = n.name_any();
-        pods.state_filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str()))
-            .iter()
-            .map(|p| ObjectRef::from_obj(p.as_ref()))
-            .collect::<Vec<_>>()
+        pods.state_filter(|p| {
+            p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str())
+        })
+        .iter()
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect::<Vec<_>>()
     });
     let ctx = Arc::new(Ctx {
         client,
@@ -58,8 +61,7 @@ fn taint_added(ctx: &Ctx, node: &str, t: &Taint) -> jiff::Timestamp {
     if let Some(at) = &t.time_added {
         return at.0;
     }
-    *ctx
-        .first_seen
+    *ctx.first_seen
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .entry((node.to_string(), t.key.clone()))
@@ -88,19 +90,33 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action> {
     if taints.is_empty() {
         return Ok(Action::await_change());
     }
-    let tolerations = pod.spec.as_ref().and_then(|s| s.tolerations.clone()).unwrap_or_default();
+    let tolerations = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.tolerations.clone())
+        .unwrap_or_default();
     let now = jiff::Timestamp::now();
     // The earliest moment any taint stops being tolerated (None: tolerated for ever).
     let mut evict_at: Option<(jiff::Timestamp, String)> = None;
     for t in &taints {
-        let matching: Vec<_> = tolerations.iter().filter(|tol| kit::tolerates(tol, t)).collect();
+        let matching: Vec<_> = tolerations
+            .iter()
+            .filter(|tol| kit::tolerates(tol, t))
+            .collect();
         let at = if matching.is_empty() {
             Some(now)
         } else if matching.iter().any(|m| m.toleration_seconds.is_none()) {
             None
         } else {
-            let secs = matching.iter().filter_map(|m| m.toleration_seconds).min().unwrap_or(0).max(0);
-            taint_added(&ctx, &node_name, t).checked_add(jiff::SignedDuration::from_secs(secs)).ok()
+            let secs = matching
+                .iter()
+                .filter_map(|m| m.toleration_seconds)
+                .min()
+                .unwrap_or(0)
+                .max(0);
+            taint_added(&ctx, &node_name, t)
+                .checked_add(jiff::SignedDuration::from_secs(secs))
+                .ok()
         };
         if let Some(at) = at {
             if evict_at.as_ref().is_none_or(|(e, _)| at < *e) {
@@ -113,23 +129,34 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action> {
     };
     if at > now {
         let wait = now.duration_until(at).as_secs_f64().max(0.0);
-        return Ok(Action::requeue(Duration::from_secs_f64(wait) + Duration::from_millis(100)));
+        return Ok(Action::requeue(
+            Duration::from_secs_f64(wait) + Duration::from_millis(100),
+        ));
     }
     let ns = pod.namespace().unwrap_or_default();
     let name = pod.name_any();
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut conds = pod.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    let mut conds = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
     conds.retain(|c| c.type_ != "DisruptionTarget");
     conds.push(PodCondition {
         type_: "DisruptionTarget".into(),
         status: "True".into(),
         reason: Some("DeletionByTaintManager".into()),
-        message: Some(format!("Taint manager: deleting due to NoExecute taint {key}")),
+        message: Some(format!(
+            "Taint manager: deleting due to NoExecute taint {key}"
+        )),
         last_transition_time: Some(kit::now()),
         ..Default::default()
     });
     let patch = json!({"status": {"conditions": conds}});
-    match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Action::await_change()),
         Err(e) => return Err(e.into()),

@@ -19,10 +19,13 @@ pub fn kubectl_binary() -> Option<PathBuf> {
     if let Ok(k) = std::env::var("KUBECTL") {
         return Some(k.into());
     }
-    ["/usr/lib/google-cloud-sdk/bin/kubectl.1.33", "/usr/bin/kubectl"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
+    [
+        "/usr/lib/google-cloud-sdk/bin/kubectl.1.33",
+        "/usr/bin/kubectl",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
 }
 
 pub struct Cluster {
@@ -35,6 +38,10 @@ pub struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // KYBERN_TEST_LOGS=1 prints the controller-manager's log (with --nocapture).
+        if std::env::var_os("KYBERN_TEST_LOGS").is_some() {
+            eprintln!("controller-manager log:\n{}", self.manager_log());
+        }
         if let Some(m) = self.manager.as_mut() {
             let _ = m.kill();
             let _ = m.wait();
@@ -57,10 +64,15 @@ fn bin() -> PathBuf {
 impl Cluster {
     /// An API server and a controller-manager with these extra flags.
     pub fn start(manager_flags: &[&str]) -> Cluster {
-        let kubectl = kubectl_binary().expect("kubectl 1.33 (/usr/lib/google-cloud-sdk/bin/kubectl.1.33)");
+        let kubectl =
+            kubectl_binary().expect("kubectl 1.33 (/usr/lib/google-cloud-sdk/bin/kubectl.1.33)");
         let dir = tempfile::tempdir().unwrap();
         let tokens = dir.path().join("tokens.csv");
-        std::fs::write(&tokens, format!("{TOKEN},admin,admin-uid,\"system:masters\"\n")).unwrap();
+        std::fs::write(
+            &tokens,
+            format!("{TOKEN},admin,admin-uid,\"system:masters\"\n"),
+        )
+        .unwrap();
         let port = testkit::procs::free_port();
         let log = std::fs::File::create(dir.path().join("apiserver.log")).unwrap();
         let apiserver = Command::new(bin())
@@ -72,7 +84,11 @@ impl Cluster {
             .arg("--token-auth-file")
             .arg(&tokens)
             .args(["--anonymous-auth=false", "--bind-address", "127.0.0.1"])
-            .args(["--secure-port", &port.to_string(), "--etcd-compaction-interval=0"])
+            .args([
+                "--secure-port",
+                &port.to_string(),
+                "--etcd-compaction-interval=0",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -81,7 +97,10 @@ impl Cluster {
         let ca = dir.path().join("pki").join("apiserver.crt");
         let deadline = Instant::now() + WAIT;
         while !ca.exists() {
-            assert!(Instant::now() < deadline, "the apiserver wrote no certificate");
+            assert!(
+                Instant::now() < deadline,
+                "the apiserver wrote no certificate"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         let kubeconfig = dir.path().join("kubeconfig");
@@ -102,7 +121,9 @@ impl Cluster {
             apiserver,
             manager: None,
         };
-        c.wait_for("the apiserver to be ready", || c.run(&["get", "--raw", "/readyz"]).ok);
+        c.wait_for("the apiserver to be ready", || {
+            c.run(&["get", "--raw", "/readyz"]).ok
+        });
         let log = std::fs::File::create(c.dir.path().join("controller-manager.log")).unwrap();
         let manager = Command::new(bin())
             .arg("controller-manager")
