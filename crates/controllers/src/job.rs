@@ -1,7 +1,8 @@
 //! job-controller: runs a Job's pods to completion. Up to `parallelism` pods run at once until
 //! `completions` have succeeded (without `completions`, until one succeeded and the rest
 //! finished); failed pods are replaced until failures (plus container restarts under
-//! `restartPolicy: OnFailure`) exceed `backoffLimit`; `activeDeadlineSeconds` bounds the run;
+//! `restartPolicy: OnFailure`) exceed `backoffLimit`, each replacement waiting out upstream's backoff
+//! (10 s doubling per failure, at most 6 min); `activeDeadlineSeconds` bounds the run;
 //! `suspend` removes the running pods. The status counts active, ready, terminating, succeeded
 //! and failed pods and ends with the SuccessCriteriaMet and Complete (with `completionTime`) or
 //! FailureTarget and Failed conditions, as upstream. `completionMode: Indexed` gives each pod a
@@ -226,7 +227,11 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
                 None if succeeded > 0 => active.len().min(parallelism),
                 None => parallelism,
             };
-            if active.len() < want {
+            let wait = backoff_remaining(&pods);
+            if active.len() < want && wait > Duration::ZERO {
+                // Replacements of failed pods wait out the backoff, as upstream.
+                requeue = Some(wait);
+            } else if active.len() < want {
                 let n = (want - active.len()).min(BURST);
                 let owner = kit::owner_ref(job.as_ref());
                 let new_pods: Vec<Pod> = match &indexes {
@@ -270,7 +275,8 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
                     .collect();
             }
             if let Some(d) = spec.active_deadline_seconds {
-                requeue = Some(Duration::from_secs((d - elapsed).max(1) as u64));
+                let left = Duration::from_secs((d - elapsed).max(1) as u64);
+                requeue = Some(requeue.map_or(left, |r| r.min(left)));
             }
         } else {
             requeue = Some(Duration::from_secs(1));
@@ -305,6 +311,40 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
     Ok(requeue
         .map(Action::requeue)
         .unwrap_or_else(Action::await_change))
+}
+
+/// Upstream's pod failure backoff: 10 s after the first failure, doubling per failure, at most
+/// 6 minutes.
+const BACKOFF_BASE: Duration = Duration::from_secs(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(360);
+
+/// When a pod finished: its containers' termination, else its Ready condition's last change,
+/// else its creation.
+fn finished_at(p: &Pod) -> Option<jiff::Timestamp> {
+    let st = p.status.as_ref();
+    let terminated = st
+        .and_then(|s| s.container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref())
+        .map(|t| t.0)
+        .max();
+    terminated
+        .or_else(|| kit::ready_condition_time(p))
+        .or_else(|| p.metadata.creation_timestamp.as_ref().map(|t| t.0))
+}
+
+/// How long new pods must still wait after the job's failures (zero: no wait).
+fn backoff_remaining(pods: &[Arc<Pod>]) -> Duration {
+    let failed: Vec<&Arc<Pod>> = pods.iter().filter(|p| kit::phase(p) == "Failed").collect();
+    let Some(last) = failed.iter().filter_map(|p| finished_at(p)).max() else {
+        return Duration::ZERO;
+    };
+    let exp = (failed.len() as u32).saturating_sub(1).min(16);
+    let delay = BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_MAX);
+    let since = jiff::Timestamp::now().duration_since(last);
+    let since = Duration::try_from(since).unwrap_or(Duration::ZERO);
+    delay.saturating_sub(since)
 }
 
 /// The annotation (and label) carrying an Indexed Job pod's completion index.

@@ -166,6 +166,16 @@ pub fn ready_since(p: &Pod) -> Option<jiff::Timestamp> {
         .map(|t| t.0)
 }
 
+/// The last change of a pod's Ready condition, whatever its status.
+pub fn ready_condition_time(p: &Pod) -> Option<jiff::Timestamp> {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .and_then(|c| c.last_transition_time.as_ref())
+        .map(|t| t.0)
+}
+
 /// Ready for at least `min_ready` seconds (available, as upstream's workload controllers say).
 pub fn pod_available(p: &Pod, min_ready: i32) -> bool {
     if !pod_ready(p) {
