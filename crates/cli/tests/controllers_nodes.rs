@@ -137,6 +137,19 @@ fn silent_node_goes_unknown_and_its_pods_are_evicted() {
             "{p:#}"
         );
     }
+    let ev = c.items(&[
+        "events",
+        "--field-selector",
+        "reason=TaintManagerEviction,involvedObject.name=short",
+    ]);
+    assert_eq!(ev.len(), 1, "{ev:#?}");
+    assert_eq!(ev[0]["message"], "Marking for deletion Pod default/short");
+    let ev = c.items(&[
+        "events",
+        "--field-selector",
+        "reason=NodeNotReady,involvedObject.name=dead",
+    ]);
+    assert_eq!(ev.len(), 1, "{ev:#?}");
     c.wait_for("the pod on the silent node marked not ready", || {
         c.ok(&[
             "get",

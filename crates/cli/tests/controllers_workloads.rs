@@ -48,6 +48,24 @@ spec:
         names(&all).contains(&"orphan".to_string()),
         "the orphan was adopted"
     );
+    // Each pod created has an event on the controller (as `kubectl describe` shows).
+    let created: Vec<String> = c
+        .items(&[
+            "events",
+            "-n",
+            "rc",
+            "--field-selector",
+            "reason=SuccessfulCreate,involvedObject.name=web",
+        ])
+        .iter()
+        .map(|e| e["message"].as_str().unwrap_or("").to_string())
+        .collect();
+    for n in names(&all).iter().filter(|n| *n != "orphan") {
+        assert!(
+            created.contains(&format!("Created pod: {n}")),
+            "{n}: {created:?}"
+        );
+    }
     for (i, n) in names(&all).iter().enumerate() {
         set_pod_ready(&c, "rc", n, &format!("10.2.0.{}", i + 1), true);
     }
@@ -195,6 +213,14 @@ spec:
         "jsonpath={.status.succeeded}/{.status.failed}/{.status.active}",
     ]);
     assert_eq!(s, "3/1/0");
+    let done = c.items(&[
+        "events",
+        "-n",
+        "jobs",
+        "--field-selector",
+        "reason=Completed",
+    ]);
+    assert_eq!(done.len(), 1, "{done:#?}");
     assert!(!c
         .ok(&[
             "get",

@@ -382,9 +382,21 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
     let mut requeue = None;
     if in_sync && ds.metadata.deletion_timestamp.is_none() {
         let mut created = vec![];
+        let mut err = None;
         for n in &create_on {
             let pod = daemon_pod(&ds, &tpl, &tols, &hash, n);
-            created.push(kit::create_pod(&api, &pod).await?);
+            match kit::create_pod(&api, &pod).await {
+                Ok(p) => created.push(p),
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = err {
+            kit::record_pods(&ctx.client, NAME, ds.as_ref(), &created, &[], Some(&e)).await;
+            ctx.expect.expect(&uid, created, vec![]);
+            return Err(e);
         }
         delete.sort();
         delete.dedup();
@@ -399,6 +411,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
                 delete.len()
             );
         }
+        kit::record_pods(&ctx.client, NAME, ds.as_ref(), &created, &delete, None).await;
         ctx.expect.expect(&uid, created, delete);
     } else if !in_sync {
         requeue = Some(Duration::from_secs(1));

@@ -203,6 +203,15 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
             );
             set_condition(&mut conds, condition("Failed", true, reason, message));
             tracing::info!(controller = NAME, "job {ns}/{name} failed: {message}");
+            kit::record(
+                &ctx.client,
+                NAME,
+                job.as_ref(),
+                true,
+                reason,
+                message.into(),
+            )
+            .await;
         } else if complete {
             to_delete = active.iter().map(|p| p.name_any()).collect();
             let msg = "Reached expected number of succeeded pods";
@@ -219,6 +228,15 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
                 controller = NAME,
                 "job {ns}/{name} complete: {succeeded} succeeded"
             );
+            kit::record(
+                &ctx.client,
+                NAME,
+                job.as_ref(),
+                false,
+                "Completed",
+                "Job completed".into(),
+            )
+            .await;
         } else if in_sync {
             let parallelism = spec.parallelism.unwrap_or(1).max(0) as usize;
             let want = match completions {
@@ -259,6 +277,8 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
                     "job {ns}/{name}: created {} pod(s)",
                     created.len()
                 );
+                kit::record_pods(&ctx.client, NAME, job.as_ref(), &created, &[], err.as_ref())
+                    .await;
                 ctx.expect.expect(&uid, created, vec![]);
                 if let Some(e) = err {
                     return Err(e);
@@ -291,6 +311,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
             "job {ns}/{name}: deleted {} active pod(s)",
             to_delete.len()
         );
+        kit::record_pods(&ctx.client, NAME, job.as_ref(), &[], &to_delete, None).await;
         ctx.expect.expect(&uid, vec![], to_delete.clone());
         active.retain(|p| !to_delete.contains(&p.name_any()));
     }

@@ -370,6 +370,100 @@ pub fn tolerates(
     }
 }
 
+/// Records a core/v1 Event about `obj` (what `kubectl describe` and `kubectl get events` show),
+/// from `component`. Best effort: a failure is logged, never fails the reconcile.
+pub async fn record<K: Resource<DynamicType = ()>>(
+    client: &kube::Client,
+    component: &str,
+    obj: &K,
+    warning: bool,
+    reason: &str,
+    message: String,
+) {
+    use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+    let meta = obj.meta();
+    let ns = meta.namespace.clone().unwrap_or_else(|| "default".into());
+    let now = now();
+    let ev = Event {
+        metadata: kube::api::ObjectMeta {
+            generate_name: Some(format!("{}.", meta.name.as_deref().unwrap_or("object"))),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some(K::api_version(&()).into_owned()),
+            kind: Some(K::kind(&()).into_owned()),
+            name: meta.name.clone(),
+            namespace: meta.namespace.clone(),
+            uid: meta.uid.clone(),
+            resource_version: meta.resource_version.clone(),
+            ..Default::default()
+        },
+        reason: Some(reason.into()),
+        message: Some(message),
+        type_: Some(if warning { "Warning" } else { "Normal" }.into()),
+        source: Some(EventSource {
+            component: Some(component.into()),
+            host: None,
+        }),
+        reporting_component: Some(component.into()),
+        reporting_instance: Some(component.into()),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        count: Some(1),
+        ..Default::default()
+    };
+    let api: Api<Event> = Api::namespaced(client.clone(), &ns);
+    if let Err(e) = api.create(&PostParams::default(), &ev).await {
+        tracing::debug!(controller = component, "recording event {reason}: {e}");
+    }
+}
+
+/// Records the pod events of a workload controller, as upstream: SuccessfulCreate and
+/// SuccessfulDelete per pod, FailedCreate for a create that failed.
+pub async fn record_pods<K: Resource<DynamicType = ()>>(
+    client: &kube::Client,
+    component: &str,
+    owner: &K,
+    created: &[String],
+    deleted: &[String],
+    failed: Option<&Error>,
+) {
+    for p in created {
+        record(
+            client,
+            component,
+            owner,
+            false,
+            "SuccessfulCreate",
+            format!("Created pod: {p}"),
+        )
+        .await;
+    }
+    for p in deleted {
+        record(
+            client,
+            component,
+            owner,
+            false,
+            "SuccessfulDelete",
+            format!("Deleted pod: {p}"),
+        )
+        .await;
+    }
+    if let Some(e) = failed {
+        record(
+            client,
+            component,
+            owner,
+            true,
+            "FailedCreate",
+            format!("Error creating: {e}"),
+        )
+        .await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

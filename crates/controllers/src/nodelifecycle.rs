@@ -157,6 +157,15 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action> {
                 "node {name} stopped posting status ({}s without a heartbeat): Ready=Unknown",
                 silent_for.as_secs()
             );
+            kit::record(
+                &ctx.client,
+                NAME,
+                &node,
+                false,
+                "NodeNotReady",
+                format!("Node {name} status is now: NodeNotReady"),
+            )
+            .await;
         }
         if condition_status(&node, "Ready") == Some("Unknown") {
             mark_pods_not_ready(&ctx.client, &name).await?;

@@ -138,6 +138,7 @@ async fn reconcile(rc: Arc<ReplicationController>, ctx: Arc<Ctx>) -> Result<Acti
                 "{ns}/{name}: created {} pod(s) for {want} replicas",
                 created.len()
             );
+            kit::record_pods(&ctx.client, NAME, rc.as_ref(), &created, &[], err.as_ref()).await;
             ctx.expect.expect(&key, created, vec![]);
             if let Some(e) = err {
                 return Err(e);
@@ -158,6 +159,7 @@ async fn reconcile(rc: Arc<ReplicationController>, ctx: Arc<Ctx>) -> Result<Acti
                 "{ns}/{name}: deleted {} pod(s) for {want} replicas",
                 victims.len()
             );
+            kit::record_pods(&ctx.client, NAME, rc.as_ref(), &[], &victims, None).await;
             ctx.expect.expect(&key, vec![], victims);
         }
     } else if !in_sync {

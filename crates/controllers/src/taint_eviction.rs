@@ -161,6 +161,15 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action> {
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Action::await_change()),
         Err(e) => return Err(e.into()),
     }
+    kit::record(
+        &ctx.client,
+        NAME,
+        pod.as_ref(),
+        false,
+        "TaintManagerEviction",
+        format!("Marking for deletion Pod {ns}/{name}"),
+    )
+    .await;
     kit::delete_pod(&api, &name).await?;
     tracing::info!(
         controller = NAME,
