@@ -529,3 +529,56 @@ spec:
     ]);
     assert_eq!(s, "0-2/3/1");
 }
+
+#[test]
+fn daemon_set_surge_update_keeps_every_node_served() {
+    let c = Cluster::start(&["--controllers=daemonset-controller"]);
+    c.ok(&["create", "namespace", "ds"]);
+    node(&c, "n1", "disk: ssd", None);
+    node(&c, "n2", "disk: ssd", None);
+    c.apply(
+        r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent, namespace: ds}
+spec:
+  selector: {matchLabels: {app: agent}}
+  updateStrategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      containers: [{name: c, image: agent:1}]
+"#,
+    );
+    c.wait_for("a pod per node", || daemon_pods(&c).len() == 2);
+    for (i, (_, p)) in daemon_pods(&c).iter().enumerate() {
+        set_pod_ready(&c, "ds", p, &format!("10.4.0.{}", i + 1), true);
+    }
+    c.ok(&["rollout", "status", "ds/agent", "-n", "ds", "--timeout=60s"]);
+    let old = daemon_pods(&c);
+    c.ok(&["set", "image", "ds/agent", "-n", "ds", "c=agent:2"]);
+    let mut ip = 0;
+    let mut most = 0;
+    c.wait_for("every pod replaced", || {
+        let snap = pods(&c, "ds", "app=agent");
+        let ready = |p: &serde_json::Value| {
+            p["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|x| x["type"] == "Ready" && x["status"] == "True")
+            })
+        };
+        // Both nodes always have an available pod; at most one extra pod (maxSurge 1).
+        assert!(snap.iter().filter(|p| ready(p)).count() >= 2, "{snap:#?}");
+        assert!(snap.len() <= 3, "more than maxSurge extra pods: {snap:#?}");
+        most = most.max(snap.len());
+        for p in snap.iter().filter(|p| !ready(p)) {
+            ip += 1;
+            let name = p["metadata"]["name"].as_str().unwrap();
+            set_pod_ready(&c, "ds", name, &format!("10.4.1.{ip}"), true);
+        }
+        let now = daemon_pods(&c);
+        now.len() == 2 && !now.iter().any(|x| old.contains(x))
+    });
+    assert_eq!(most, 3, "the new pod started beside the old one");
+    c.ok(&["rollout", "status", "ds/agent", "-n", "ds", "--timeout=60s"]);
+}

@@ -4,7 +4,9 @@
 //! pinned to their node by node affinity on `metadata.name` (the scheduler binds them), labelled
 //! with `controller-revision-hash` of their template; extra pods, pods on nodes no longer
 //! eligible and failed pods are deleted. `RollingUpdate` replaces out-of-date pods keeping at most
-//! `maxUnavailable` nodes without an available pod; `OnDelete` replaces them only once deleted.
+//! `maxUnavailable` nodes without an available pod, or with `maxSurge` starts the new pod beside
+//! the old one (at most `maxSurge` nodes at once) and deletes the old one once the new one is
+//! available; `OnDelete` replaces them only once deleted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -241,6 +243,24 @@ fn daemon_pod(
     pod
 }
 
+/// maxSurge: a count, or a percentage of the desired pods rounded up; 0 by default.
+fn max_surge(ds: &DaemonSet, desired: usize) -> usize {
+    let v = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.update_strategy.as_ref())
+        .and_then(|u| u.rolling_update.as_ref())
+        .and_then(|r| r.max_surge.clone());
+    match v {
+        None => 0,
+        Some(IntOrString::Int(n)) => n.max(0) as usize,
+        Some(IntOrString::String(s)) => {
+            let pct = s.trim_end_matches('%').parse::<usize>().unwrap_or(0);
+            (desired * pct).div_ceil(100)
+        }
+    }
+}
+
 fn max_unavailable(ds: &DaemonSet, desired: usize) -> usize {
     let v = ds
         .spec
@@ -257,7 +277,7 @@ fn max_unavailable(ds: &DaemonSet, desired: usize) -> usize {
             (desired * pct).div_ceil(100)
         }
     };
-    // Without maxSurge (not implemented) a budget of 0 could never progress.
+    // Without surge a budget of 0 could never progress (validation forbids both 0).
     n.max(1)
 }
 
@@ -309,6 +329,19 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
     // Out-of-date pods on eligible nodes: (name, available)
     let mut old = vec![];
     let mut unavailable_nodes = 0;
+    let rolling = spec
+        .update_strategy
+        .as_ref()
+        .and_then(|u| u.type_.as_deref())
+        .unwrap_or("RollingUpdate")
+        == "RollingUpdate";
+    let eligible_nodes = nodes.iter().filter(|n| eligible(&tpl, &tols, n)).count();
+    let surge = if rolling {
+        max_surge(&ds, eligible_nodes)
+    } else {
+        0
+    };
+    let mut surging = 0;
     for node in &nodes {
         let n = node.name_any();
         let mut pods = by_node.remove(&n).unwrap_or_default();
@@ -337,19 +370,42 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
                     .unwrap_or(0),
             )
         });
-        delete.extend(pods.iter().skip(1).map(|p| p.name_any()));
-        let p = &pods[0];
-        let is_ready = kit::pod_ready(p);
-        let is_available = kit::pod_available(p, min_ready);
+        let is_new = |p: &Arc<Pod>| p.labels().get(HASH_LABEL) == Some(&hash);
+        // Under maxSurge a node may briefly run an old pod beside its new one: the old one
+        // serves until the new one is available, then goes.
+        let mut keep = 1;
+        if surge > 0 && is_new(&pods[0]) {
+            let first_old = pods.iter().position(|p| !is_new(p));
+            let new_available = kit::pod_available(&pods[0], min_ready);
+            match first_old {
+                Some(i) if !new_available && kit::pod_available(&pods[i], min_ready) => {
+                    // Keep [new, old]: drop other new duplicates and other old pods.
+                    delete.extend(pods[1..i].iter().map(|p| p.name_any()));
+                    delete.extend(pods[i + 1..].iter().map(|p| p.name_any()));
+                    let old_pod = pods.remove(i);
+                    pods.truncate(1);
+                    pods.push(old_pod);
+                    surging += 1;
+                    keep = 2;
+                }
+                _ => {}
+            }
+        }
+        delete.extend(pods.iter().skip(keep).map(|p| p.name_any()));
+        // The pod that serves the node: the new one once available, else the old one kept.
+        let serving = if keep == 2 { &pods[1] } else { &pods[0] };
+        let is_ready = kit::pod_ready(serving);
+        let is_available = kit::pod_available(serving, min_ready);
         ready += is_ready as i32;
         available += is_available as i32;
         if !is_available {
             unavailable_nodes += 1;
         }
-        if p.labels().get(HASH_LABEL) == Some(&hash) {
-            updated += 1;
+        if is_new(&pods[0]) {
+            // A node still served by its old pod is not updated yet.
+            updated += (keep == 1) as i32;
         } else {
-            old.push((p.name_any(), is_available));
+            old.push((n.clone(), pods[0].name_any(), is_available));
         }
     }
     // Pods pinned to nodes that no longer exist.
@@ -357,22 +413,27 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
         misscheduled += 1;
         delete.extend(pods.iter().map(|p| p.name_any()));
     }
-    let rolling = spec
-        .update_strategy
-        .as_ref()
-        .and_then(|u| u.type_.as_deref())
-        .unwrap_or("RollingUpdate")
-        == "RollingUpdate";
-    if rolling {
+    if rolling && surge > 0 {
+        // Surge: an available old pod gets a new pod beside it, at most maxSurge nodes at once;
+        // an unavailable old pod is simply replaced.
+        for (node, pod, avail) in &old {
+            if !avail {
+                delete.push(pod.clone());
+            } else if surging < surge {
+                create_on.push(node.clone());
+                surging += 1;
+            }
+        }
+    } else if rolling {
         let budget = max_unavailable(&ds, desired);
         // Unavailable old pods cost nothing to replace; available ones use the budget.
-        for (pod, avail) in &old {
+        for (_, pod, avail) in &old {
             if !avail {
                 delete.push(pod.clone());
             }
         }
         let mut unavailable = unavailable_nodes;
-        for (pod, avail) in &old {
+        for (_, pod, avail) in &old {
             if *avail && unavailable < budget {
                 delete.push(pod.clone());
                 unavailable += 1;
