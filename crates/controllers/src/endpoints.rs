@@ -1,8 +1,10 @@
 //! endpoints-controller: keeps an Endpoints object (named as its Service) listing the pods a
 //! Service selects: ready pods under `addresses`, the others under `notReadyAddresses` (all under
 //! `addresses` with `publishNotReadyAddresses`), ports by name with named target ports resolved
-//! per pod, pods grouped into subsets by their port set. Services without a selector are left
-//! alone (their Endpoints are the user's); the Endpoints of a deleted Service is deleted.
+//! per pod, pods grouped into subsets by their port set, at most 1000 addresses (then annotated
+//! `endpoints.kubernetes.io/over-capacity: truncated`). Services without a selector, and
+//! ExternalName ones, are left alone (their Endpoints are the user's); the Endpoints of a deleted
+//! Service is deleted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -90,12 +92,14 @@ pub(crate) fn selected_pods(pods: &Store<Pod>, svc: &Service) -> Vec<Arc<Pod>> {
     })
 }
 
-/// Whether a Service has a selector (the controllers manage only those).
+/// Whether the controllers manage a Service's endpoints: it has a selector and is not an
+/// ExternalName service (a DNS alias has no endpoints).
 pub(crate) fn has_selector(svc: &Service) -> bool {
-    svc.spec
-        .as_ref()
-        .and_then(|s| s.selector.as_ref())
-        .is_some_and(|s| !s.is_empty())
+    let spec = svc.spec.as_ref();
+    spec.and_then(|s| s.type_.as_deref()) != Some("ExternalName")
+        && spec
+            .and_then(|s| s.selector.as_ref())
+            .is_some_and(|s| !s.is_empty())
 }
 
 pub(crate) fn headless(svc: &Service) -> bool {
@@ -274,18 +278,22 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action> {
     let labels = derived_labels(&svc);
     let api: Api<Endpoints> = Api::namespaced(ctx.client.clone(), &ns);
     let current = ctx.endpoints.get(&kit::obj_ref(&ns, &name));
+    let (subsets, truncated) = truncate(subsets, MAX_ADDRESSES);
     let want_subsets = (!subsets.is_empty()).then_some(subsets);
     match current {
         Some(cur) => {
             let cur_subsets = cur.subsets.clone().filter(|s| !s.is_empty());
+            let cur_truncated = cur.annotations().contains_key(OVER_CAPACITY);
             if cur_subsets == want_subsets
                 && cur.metadata.labels.clone().unwrap_or_default() == labels
+                && cur_truncated == truncated
             {
                 return Ok(Action::await_change());
             }
             let mut ep = (*cur).clone();
             ep.subsets = want_subsets;
             ep.metadata.labels = Some(labels);
+            mark_over_capacity(&mut ep, truncated);
             api.replace(&name, &PostParams::default(), &ep).await?;
             tracing::info!(
                 controller = NAME,
@@ -303,6 +311,8 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action> {
                 },
                 subsets: want_subsets,
             };
+            let mut ep = ep;
+            mark_over_capacity(&mut ep, truncated);
             match api.create(&PostParams::default(), &ep).await {
                 Ok(_) => tracing::info!(
                     controller = NAME,
@@ -316,6 +326,54 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action> {
         }
     }
     Ok(Action::await_change())
+}
+
+/// Upstream's cap on the addresses of one Endpoints object (EndpointSlices have no such cap).
+const MAX_ADDRESSES: usize = 1000;
+/// The annotation saying the Endpoints were cut to [`MAX_ADDRESSES`].
+pub const OVER_CAPACITY: &str = "endpoints.kubernetes.io/over-capacity";
+
+fn mark_over_capacity(ep: &mut Endpoints, truncated: bool) {
+    let a = ep.metadata.annotations.get_or_insert_with(BTreeMap::new);
+    if truncated {
+        a.insert(OVER_CAPACITY.into(), "truncated".into());
+    } else {
+        a.remove(OVER_CAPACITY);
+    }
+    if a.is_empty() {
+        ep.metadata.annotations = None;
+    }
+}
+
+/// Cuts subsets to `max` addresses, ready ones kept first; whether anything was cut.
+fn truncate(mut subsets: Vec<EndpointSubset>, max: usize) -> (Vec<EndpointSubset>, bool) {
+    let count = |v: &Option<Vec<EndpointAddress>>| v.as_ref().map_or(0, Vec::len);
+    let total: usize = subsets
+        .iter()
+        .map(|s| count(&s.addresses) + count(&s.not_ready_addresses))
+        .sum();
+    if total <= max {
+        return (subsets, false);
+    }
+    let mut left = max;
+    for field in [0, 1] {
+        for s in subsets.iter_mut() {
+            let list = if field == 0 {
+                &mut s.addresses
+            } else {
+                &mut s.not_ready_addresses
+            };
+            if let Some(v) = list.as_mut() {
+                v.truncate(left);
+                left -= v.len();
+                if v.is_empty() {
+                    *list = None;
+                }
+            }
+        }
+    }
+    subsets.retain(|s| s.addresses.is_some() || s.not_ready_addresses.is_some());
+    (subsets, true)
 }
 
 fn summary(ep: &Endpoints) -> String {
@@ -429,6 +487,27 @@ mod tests {
             .collect();
         assert_eq!(ips, ["10.0.0.1", "10.0.0.2"]);
         assert!(s[0].not_ready_addresses.is_none());
+    }
+
+    #[test]
+    fn over_capacity_keeps_ready_addresses_first() {
+        let pods: Vec<_> = (0..5)
+            .map(|i| {
+                pod(
+                    &format!("p{i}"),
+                    &format!("10.0.0.{i}"),
+                    80,
+                    i % 2 == 0,
+                    false,
+                )
+            })
+            .collect();
+        let (s, cut) = truncate(desired_subsets(&svc(false), &pods), 4);
+        assert!(cut);
+        assert_eq!(s[0].addresses.as_ref().unwrap().len(), 3);
+        assert_eq!(s[0].not_ready_addresses.as_ref().unwrap().len(), 1);
+        let (_, cut) = truncate(desired_subsets(&svc(false), &pods), 5);
+        assert!(!cut);
     }
 
     #[test]
