@@ -17,33 +17,23 @@ pub mod replicationcontroller;
 pub mod serviceaccount;
 pub mod taint_eviction;
 
-/// What the controllers are started with beyond the client (their flags).
-#[derive(Clone, Debug, Default)]
-pub struct Settings {
-    pub node_lifecycle: nodelifecycle::Config,
-}
-
-type Start = fn(kube::Client, &Settings) -> BoxFuture<'static, anyhow::Result<()>>;
+/// A controller's entry point.
+pub type RunFn = fn(kube::Client) -> BoxFuture<'static, anyhow::Result<()>>;
 
 /// Every controller by its upstream name (what `--controllers` names).
-pub const CONTROLLERS: &[(&str, Start)] = &[
-    (endpoints::NAME, |c, _| Box::pin(endpoints::run(c))),
-    (endpointslice::NAME, |c, _| Box::pin(endpointslice::run(c))),
-    (namespace::NAME, |c, _| Box::pin(namespace::run(c))),
-    (serviceaccount::NAME, |c, _| {
-        Box::pin(serviceaccount::run(c))
-    }),
-    (replicationcontroller::NAME, |c, _| {
+pub static CONTROLLERS: &[(&str, RunFn)] = &[
+    (endpoints::NAME, |c| Box::pin(endpoints::run(c))),
+    (endpointslice::NAME, |c| Box::pin(endpointslice::run(c))),
+    (namespace::NAME, |c| Box::pin(namespace::run(c))),
+    (serviceaccount::NAME, |c| Box::pin(serviceaccount::run(c))),
+    (replicationcontroller::NAME, |c| {
         Box::pin(replicationcontroller::run(c))
     }),
-    (job::NAME, |c, _| Box::pin(job::run(c))),
-    (daemonset::NAME, |c, _| Box::pin(daemonset::run(c))),
-    (nodelifecycle::NAME, |c, s| {
-        Box::pin(nodelifecycle::run_with(c, s.node_lifecycle.clone()))
-    }),
-    (taint_eviction::NAME, |c, _| {
-        Box::pin(taint_eviction::run(c))
-    }),
+    (job::NAME, |c| Box::pin(job::run(c))),
+    (daemonset::NAME, |c| Box::pin(daemonset::run(c))),
+    // Its timing flags reach it through nodelifecycle::configure.
+    (nodelifecycle::NAME, |c| Box::pin(nodelifecycle::run(c))),
+    (taint_eviction::NAME, |c| Box::pin(taint_eviction::run(c))),
 ];
 
 /// `kybern controller-manager`: the flags of kube-controller-manager that apply.
@@ -138,15 +128,11 @@ pub fn selected(list: &[String]) -> Result<Vec<&'static str>, String> {
 }
 
 /// Starts every selected controller and runs until one fails.
-pub async fn run_all(
-    client: kube::Client,
-    names: &[&str],
-    settings: &Settings,
-) -> anyhow::Result<()> {
+pub async fn run_all(client: kube::Client, names: &[&str]) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     for (name, start) in CONTROLLERS {
         if names.contains(name) {
-            let fut = start(client.clone(), settings);
+            let fut = start(client.clone());
             tasks.spawn(async move { (*name, fut.await) });
         }
     }
@@ -170,14 +156,12 @@ pub async fn run(args: ControllerManagerArgs) -> anyhow::Result<()> {
         None => kube::Config::infer().await?,
     };
     let client = kube::Client::try_from(config)?;
-    let settings = Settings {
-        node_lifecycle: nodelifecycle::Config {
-            monitor_period: args.node_monitor_period,
-            grace_period: args.node_monitor_grace_period,
-            startup_grace_period: args.node_startup_grace_period,
-        },
-    };
-    run_all(client, &names, &settings).await
+    nodelifecycle::configure(nodelifecycle::Config {
+        monitor_period: args.node_monitor_period,
+        grace_period: args.node_monitor_grace_period,
+        startup_grace_period: args.node_startup_grace_period,
+    });
+    run_all(client, &names).await
 }
 
 #[cfg(test)]

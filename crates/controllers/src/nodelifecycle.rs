@@ -70,9 +70,17 @@ impl Named for Ctx {
     }
 }
 
-/// Runs the node lifecycle controller with upstream's default timing.
+static CONFIG: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+
+/// Sets the timing (from the controller-manager's flags) before [`run`]; the first call wins.
+pub fn configure(cfg: Config) {
+    let _ = CONFIG.set(cfg);
+}
+
+/// Runs the node lifecycle controller with the configured timing (upstream's defaults unless
+/// [`configure`]d).
 pub async fn run(client: Client) -> anyhow::Result<()> {
-    run_with(client, Config::default()).await
+    run_with(client, CONFIG.get().cloned().unwrap_or_default()).await
 }
 
 /// Runs the node lifecycle controller until its watches end.
