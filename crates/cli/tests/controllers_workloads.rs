@@ -582,3 +582,28 @@ spec:
     assert_eq!(most, 3, "the new pod started beside the old one");
     c.ok(&["rollout", "status", "ds/agent", "-n", "ds", "--timeout=60s"]);
 }
+
+#[test]
+fn finished_job_with_a_ttl_is_deleted() {
+    let c = Cluster::start(&["--controllers=job-controller,ttl-after-finished-controller"]);
+    c.ok(&["create", "namespace", "jobs"]);
+    c.apply(
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: brief, namespace: jobs}
+spec:
+  ttlSecondsAfterFinished: 1
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: c, image: busybox}]
+"#,
+    );
+    let p = c.wait_value("the pod", || job_pods(&c, "brief").first().cloned());
+    finish(&c, p["metadata"]["name"].as_str().unwrap(), "Succeeded");
+    c.wait_for("the finished job deleted", || {
+        let o = c.run(&["get", "job", "brief", "-n", "jobs"]);
+        !o.ok && o.stderr.contains("not found")
+    });
+}

@@ -16,6 +16,7 @@ pub mod nodelifecycle;
 pub mod replicationcontroller;
 pub mod serviceaccount;
 pub mod taint_eviction;
+pub mod ttl_after_finished;
 
 /// A controller's entry point.
 pub type RunFn = fn(kube::Client) -> BoxFuture<'static, anyhow::Result<()>>;
@@ -34,6 +35,9 @@ pub static CONTROLLERS: &[(&str, RunFn)] = &[
     // Its timing flags reach it through nodelifecycle::configure.
     (nodelifecycle::NAME, |c| Box::pin(nodelifecycle::run(c))),
     (taint_eviction::NAME, |c| Box::pin(taint_eviction::run(c))),
+    (ttl_after_finished::NAME, |c| {
+        Box::pin(ttl_after_finished::run(c))
+    }),
 ];
 
 /// `kybern controller-manager`: the flags of kube-controller-manager that apply.
