@@ -41,6 +41,16 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     let ctl = Controller::new(Api::<Pod>::all(client.clone()), scheduled);
     let pods = ctl.store();
     let ctl = ctl.watches_stream(node_events, move |n: Node| {
+        // Only a node with NoExecute taints concerns its pods (heartbeats of healthy nodes do
+        // not); pods waiting out a removed taint look again at their timer anyway.
+        let tainted = n
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|ts| ts.iter().any(|t| t.effect == "NoExecute"));
+        if !tainted {
+            return vec![];
+        }
         let name = n.name_any();
         pods.state_filter(|p| {
             p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str())
