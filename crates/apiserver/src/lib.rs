@@ -339,7 +339,6 @@ async fn app(
     }
     let port = listener.local_addr()?.port();
     ensure_kubernetes_service(&registry, &opts, port).await?;
-    resume_namespace_cleanup(&registry).await;
     let address = listener.local_addr()?.to_string();
     let state = Arc::new(State {
         registry,
@@ -375,23 +374,6 @@ async fn ensure_kubernetes_service(
         Ok(_) => Ok(()),
         Err(e) if e.code == 409 || e.code == 422 => Ok(()),
         Err(e) => Err(anyhow::anyhow!("creating the kubernetes service: {e}")),
-    }
-}
-
-async fn resume_namespace_cleanup(reg: &Arc<Registry>) {
-    let Some(nss) = reg.lookup("", "v1", "namespaces") else {
-        return;
-    };
-    if let Ok(l) = nss.list("", &Default::default()).await {
-        for ns in l.items {
-            if apimachinery::meta::deletion_timestamp(&ns).is_some() {
-                let reg = reg.clone();
-                let name = apimachinery::meta::name(&ns).to_string();
-                tokio::spawn(async move {
-                    let _ = reg.finalize_namespace(&name).await;
-                });
-            }
-        }
     }
 }
 

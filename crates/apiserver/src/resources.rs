@@ -280,18 +280,9 @@ pub async fn handle(
                     };
                     Ok(negotiate::respond(200, &v, out))
                 }
-                Deleted::Pending(obj) => {
-                    if info.resource == "namespaces" && !opts.dry_run {
-                        let reg = state.registry.clone();
-                        let n = name.to_string();
-                        tokio::spawn(async move {
-                            if let Err(e) = reg.finalize_namespace(&n).await {
-                                tracing::warn!(namespace = n, "namespace cleanup failed: {e}");
-                            }
-                        });
-                    }
-                    Ok(negotiate::respond(200, &obj, out))
-                }
+                // A Terminating namespace is emptied and finalized by the controller-manager's
+                // namespace controller, as upstream.
+                Deleted::Pending(obj) => Ok(negotiate::respond(200, &obj, out)),
             }
         }
         (&Method::DELETE, None) => {

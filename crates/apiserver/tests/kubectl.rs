@@ -216,11 +216,15 @@ fn namespaces_configmaps_labels_patches_and_errors_with(c: &Cluster) {
     );
     c.fails(&["get", "cm", "app-config", "-n", "demo"]);
     assert_eq!(
-        c.ok(&["delete", "namespace", "demo"]),
+        c.ok(&["delete", "namespace", "demo", "--wait=false"]),
         "namespace \"demo\" deleted\n"
     );
-    let e = c.fails(&["get", "ns", "demo"]);
-    assert!(e.contains("namespaces \"demo\" not found"), "{e}");
+    // Without a controller-manager (whose namespace controller empties and finalizes it) the
+    // namespace stays Terminating, as on upstream.
+    assert_eq!(
+        c.ok(&["get", "ns", "demo", "-o", "jsonpath={.status.phase}"]),
+        "Terminating"
+    );
 }
 
 on_both_backends!(

@@ -15,7 +15,7 @@ mod member;
     long_about = "A Kubernetes-compatible, highly available cluster in one binary.\n\n\
     Every component is a subcommand. Today: `store`, an etcd v3-compatible key-value store that real \
     etcdctl and etcd clients use unchanged; `apiserver`, the Kubernetes API server; \
-    `controller-manager`, the leader-elected workload controllers; and `bench`, a load generator."
+    `controller-manager`, the leader-elected controllers; and `bench`, a load generator."
 )]
 struct Cli {
     #[command(subcommand)]

@@ -16,12 +16,23 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+pub mod daemonset;
 pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod events;
 pub mod garbagecollector;
+pub mod job;
+mod kit;
 pub mod metrics;
+pub mod namespace;
+pub mod nodelifecycle;
 pub mod replicaset;
+pub mod replicationcontroller;
 mod server;
+pub mod serviceaccount;
+pub mod taint_eviction;
+pub mod ttl_after_finished;
 pub mod util;
 
 /// A controller's entry point.
@@ -33,6 +44,21 @@ pub static CONTROLLERS: &[(&str, RunFn)] = &[
     ("replicaset-controller", |c| Box::pin(replicaset::run(c))),
     ("garbage-collector-controller", |c| {
         Box::pin(garbagecollector::run(c))
+    }),
+    (endpoints::NAME, |c| Box::pin(endpoints::run(c))),
+    (endpointslice::NAME, |c| Box::pin(endpointslice::run(c))),
+    (namespace::NAME, |c| Box::pin(namespace::run(c))),
+    (serviceaccount::NAME, |c| Box::pin(serviceaccount::run(c))),
+    (replicationcontroller::NAME, |c| {
+        Box::pin(replicationcontroller::run(c))
+    }),
+    (job::NAME, |c| Box::pin(job::run(c))),
+    (daemonset::NAME, |c| Box::pin(daemonset::run(c))),
+    // Its timing flags reach it through nodelifecycle::configure.
+    (nodelifecycle::NAME, |c| Box::pin(nodelifecycle::run(c))),
+    (taint_eviction::NAME, |c| Box::pin(taint_eviction::run(c))),
+    (ttl_after_finished::NAME, |c| {
+        Box::pin(ttl_after_finished::run(c))
     }),
 ];
 
@@ -48,7 +74,11 @@ pub struct ControllerManagerArgs {
     /// A list of controllers to enable. '*' enables all on-by-default controllers, 'foo' enables
     /// the controller named 'foo', '-foo' disables the controller named 'foo'. The first entry
     /// naming a controller wins. Controllers: deployment-controller, replicaset-controller,
-    /// garbage-collector-controller (short aliases such as `deployment` work too).
+    /// garbage-collector-controller, endpoints-controller, endpointslice-controller,
+    /// namespace-controller, serviceaccount-controller, replicationcontroller-controller,
+    /// job-controller, daemonset-controller, node-lifecycle-controller,
+    /// taint-eviction-controller, ttl-after-finished-controller (short aliases such as
+    /// `deployment` work too).
     #[arg(long, value_delimiter = ',', default_value = "*")]
     pub controllers: Vec<String>,
     /// The IP address on which to listen for the --secure-port port (health and metrics).
@@ -65,6 +95,55 @@ pub struct ControllerManagerArgs {
     /// File containing the default x509 private key matching --tls-cert-file.
     #[arg(long)]
     pub tls_private_key_file: Option<PathBuf>,
+    /// How often the node lifecycle controller checks every node's heartbeats.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub node_monitor_period: Duration,
+    /// How long a node may go without a heartbeat (Lease renewal or status update) before its
+    /// Ready condition becomes Unknown and it is tainted unreachable.
+    #[arg(long, default_value = "50s", value_parser = parse_duration)]
+    pub node_monitor_grace_period: Duration,
+    /// The same for a node that never posted its status.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    pub node_startup_grace_period: Duration,
+}
+
+/// Parses a Go-style duration such as `5s`, `1m30s`, `500ms` or `2h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let mut total = Duration::ZERO;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(n);
+        let v: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+        let u = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(u);
+        let secs = match unit {
+            "ns" => v / 1e9,
+            "us" | "µs" => v / 1e6,
+            "ms" => v / 1e3,
+            "s" => v,
+            "m" => v * 60.0,
+            "h" => v * 3600.0,
+            _ => {
+                return Err(format!(
+                    "invalid duration {s:?}: unit {unit:?} (use ms, s, m or h)"
+                ))
+            }
+        };
+        total += Duration::from_secs_f64(secs);
+        rest = tail;
+    }
+    Ok(total)
 }
 
 /// The short alias upstream also accepts: `deployment` for `deployment-controller`,
@@ -154,6 +233,11 @@ pub async fn run(args: ControllerManagerArgs) -> Result<()> {
         None
     };
     let client = client(args.kubeconfig.as_deref()).await?;
+    nodelifecycle::configure(nodelifecycle::Config {
+        monitor_period: args.node_monitor_period,
+        grace_period: args.node_monitor_grace_period,
+        startup_grace_period: args.node_startup_grace_period,
+    });
     let shutdown = CancellationToken::new();
     tokio::spawn(on_signal(shutdown.clone()));
     info!(
@@ -263,6 +347,15 @@ mod tests {
 
     fn list(s: &str) -> Vec<String> {
         s.split(',').map(String::from).collect()
+    }
+
+    #[test]
+    fn durations_parse_like_go() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("x").is_err());
     }
 
     #[test]

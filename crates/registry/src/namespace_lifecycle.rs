@@ -1,6 +1,7 @@
 //! Namespace deletion: once a namespace is Terminating, delete everything in it, then drop the
-//! `kubernetes` finalizer so the namespace itself goes. Upstream runs this as the namespace controller
-//! in the controller-manager; until kybern's controller-manager exists the API server runs it.
+//! `kubernetes` finalizer so the namespace itself goes. In a cluster the controller-manager's
+//! namespace controller does this through the API (as upstream); the API server does not. This
+//! in-process version serves tests and tools that run a registry without a controller-manager.
 
 use apimachinery::meta;
 use serde_json::json;

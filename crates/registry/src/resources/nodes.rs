@@ -62,10 +62,11 @@ impl Strategy for Nodes {
         let ready = obj["status"]["conditions"]
             .as_array()
             .and_then(|a| a.iter().find(|c| c["type"] == "Ready"))
+            // As upstream's printer: any Ready status but True (Unknown included) is NotReady;
+            // only a node without the condition is Unknown.
             .map(|c| match c["status"].as_str() {
                 Some("True") => "Ready",
-                Some("False") => "NotReady",
-                _ => "Unknown",
+                _ => "NotReady",
             })
             .unwrap_or("Unknown");
         let mut status = ready.to_string();
