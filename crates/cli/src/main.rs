@@ -13,8 +13,9 @@ mod member;
     version,
     about = "A Kubernetes-compatible, highly available cluster in one binary.",
     long_about = "A Kubernetes-compatible, highly available cluster in one binary.\n\n\
-    Every component is a subcommand. Today: `store`, an etcd v3-compatible key-value store that real \
-    etcdctl and etcd clients use unchanged, and `bench`, an etcd v3 load generator."
+    Every component is a subcommand: `store`, an etcd v3-compatible key-value store that real \
+    etcdctl and etcd clients use unchanged; `apiserver`; `scheduler`; `hollow-nodes`, fake nodes \
+    for tests and benchmarks; and `bench`, load generators."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -33,6 +34,14 @@ enum Cmd {
     },
     /// Run the Kubernetes API server (plain HTTP on loopback until TLS arrives).
     Apiserver(apiserver::ApiserverArgs),
+    Scheduler(scheduler::SchedulerArgs),
+    /// Register fake nodes that run bound pods without containers (as KWOK), for tests and benchmarks.
+    #[command(long_about = "Register fake nodes that run bound pods without containers, as KWOK \
+    does: N Node objects with the given capacity, labels and taints, Ready, with their Leases in \
+    kube-node-lease renewed and pods bound to them turned Running and Ready through the status \
+    subresource; pods being deleted on them are removed at once. Runs until SIGINT/SIGTERM; the \
+    nodes then stay registered and go NotReady once their leases expire.")]
+    HollowNodes(testkit::hollow::HollowArgs),
     // About and long help come from `bench::BenchArgs`.
     Bench(bench::BenchArgs),
 }
@@ -174,6 +183,10 @@ fn main() -> ExitCode {
                 ..
             } => member::remove(a).await,
             Cmd::Apiserver(args) => apiserver::run(args).await.map_err(failure),
+            Cmd::Scheduler(args) => scheduler::run(args).await.map_err(|e| (1, format!("scheduler: {e:#}"))),
+            Cmd::HollowNodes(args) => testkit::hollow::run(args)
+                .await
+                .map_err(|e| (1, format!("hollow-nodes: {e:#}"))),
             Cmd::Bench(args) => bench::run(args)
                 .await
                 .map_err(|e| (bench::exit_code(&e), format!("bench: {e:#}"))),

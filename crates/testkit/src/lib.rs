@@ -4,4 +4,6 @@
 pub mod cluster;
 pub mod conformance;
 pub mod linearizability;
+pub mod hollow;
+pub mod kubeproc;
 pub mod procs;
