@@ -271,7 +271,7 @@ async fn register(
 async fn renew_lease(s: &Shared, name: &str) -> Result<(), kube::Error> {
     let api: Api<Lease> = Api::namespaced(s.client.clone(), "kube-node-lease");
     let patch = json!({"spec": {"holderIdentity": name, "leaseDurationSeconds": 40,
-        "renewTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()}});
+        "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(jiff::Timestamp::now())}});
     match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => {
