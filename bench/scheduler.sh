@@ -2,12 +2,12 @@
 # Control 1 benchmark: scheduler throughput and pod startup on hollow nodes. For each node count in
 # NODES (default "1000 5000"): a fresh `kybern apiserver` on its embedded store, `kybern
 # hollow-nodes --count N`, `kybern scheduler`, then
-#   kybern bench scheduler --pods 10000 --create-clients 16
-# (create pods from 16 clients; scheduled pods/s, create->scheduled and create->Running latency,
+#   kybern bench scheduler --pods 10000 --create-clients 100
+# (create pods from 100 clients; scheduled pods/s, create->scheduled and create->Running latency,
 # and the peak RSS of the scheduler, the apiserver and the hollow nodes). Appends a dated table to
 # BENCHMARKS.md at the repo root (section "Control 1") with the issue 5 targets met or not.
 #
-# Usage: bench/scheduler.sh    (env: NODES="1000 5000", PODS=10000, CLIENTS=16; BENCH_DIR=work dir,
+# Usage: bench/scheduler.sh    (env: NODES="1000 5000", PODS=10000, CLIENTS=100; BENCH_DIR=work dir,
 #                               KEEP=1 keeps it, NO_RECORD=1 prints the table without writing it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,7 @@ ROOT=$PWD
 
 NODES=${NODES:-"1000 5000"}
 PODS=${PODS:-10000}
-CLIENTS=${CLIENTS:-16}
+CLIENTS=${CLIENTS:-100}
 
 if ! command -v jq >/dev/null; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo

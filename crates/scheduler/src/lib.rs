@@ -122,6 +122,9 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Clie
             .await
             .map_err(|e| anyhow::anyhow!("no --kubeconfig and none to infer: {e}"))?,
     };
+    if config.accept_invalid_certs {
+        tracing::warn!("the API server's certificate is not verified (insecure-skip-tls-verify)");
+    }
     Ok(Client::try_from(config)?)
 }
 
@@ -163,10 +166,13 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

@@ -138,6 +138,7 @@ impl Drop for HollowNodes {
 }
 
 fn node_ip(i: usize) -> String {
+    let i = i + 1;
     format!("10.{}.{}.{}", 200 + (i >> 16) % 50, (i >> 8) & 255, i & 255)
 }
 
@@ -448,6 +449,9 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Clie
         }
         None => kube::Config::infer().await?,
     };
+    if config.accept_invalid_certs {
+        tracing::warn!("the API server's certificate is not verified (insecure-skip-tls-verify)");
+    }
     Ok(Client::try_from(config)?)
 }
 
