@@ -211,3 +211,87 @@ pub struct Decision {
     pub result: Result<String, FitError>,
     pub started: Instant,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nodes_to_find_as_upstream() {
+        assert_eq!(feasible_nodes_to_find(50, 0), 50);
+        assert_eq!(feasible_nodes_to_find(1000, 0), 420);
+        assert_eq!(feasible_nodes_to_find(5000, 0), 500);
+        assert_eq!(feasible_nodes_to_find(100_000, 0), 5000);
+        assert_eq!(feasible_nodes_to_find(200, 10), 100);
+        assert_eq!(feasible_nodes_to_find(5000, 100), 5000);
+    }
+
+    fn cache_with(nodes: &[(&str, &str)]) -> Cache {
+        let mut c = Cache::default();
+        for (name, zone) in nodes {
+            let n = serde_json::from_value(json!({
+                "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "zone": zone}},
+                "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "10"}}}))
+            .unwrap();
+            c.upsert_node(Arc::new(n));
+        }
+        c
+    }
+
+    fn pod(name: &str, labels: serde_json::Value, spec: serde_json::Value) -> Arc<PodInfo> {
+        let mut spec = spec;
+        spec["containers"] = json!([{"name": "c"}]);
+        let p = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "ns", "labels": labels}, "spec": spec}))
+        .unwrap();
+        Arc::new(PodInfo::new(Arc::new(p)))
+    }
+
+    fn feasible(c: &Cache, p: &PodInfo) -> Vec<String> {
+        let none = |_: &str| None;
+        let f = PodFilter::new(p, c, &none);
+        let mut v: Vec<String> =
+            c.nodes.values().filter(|n| f.filter(n).is_ok()).map(|n| n.name().to_string()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn required_pod_affinity_follows_the_zone_of_matching_pods() {
+        let mut c = cache_with(&[("a", "z1"), ("b", "z1"), ("c", "z2")]);
+        let web = pod("web", json!({"app": "web"}), json!({
+            "affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "zone"}]}}}));
+        // No db pod anywhere and web does not match its own term: nowhere.
+        assert!(feasible(&c, &web).is_empty());
+        c.add_pod(pod("db", json!({"app": "db"}), json!({})), "c", false);
+        assert_eq!(feasible(&c, &web), vec!["c"]);
+        // An existing pod's anti-affinity keeps matching pods out of its zone.
+        let loner = pod("loner", json!({}), json!({
+            "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "zone"}]}}}));
+        c.add_pod(loner, "c", true);
+        assert!(feasible(&c, &web).is_empty());
+        c.remove_pod("ns/loner");
+        assert_eq!(feasible(&c, &web), vec!["c"]);
+    }
+
+    #[test]
+    fn resources_count_assumed_pods() {
+        let mut c = cache_with(&[("a", "z1")]);
+        let big = pod("big", json!({}), json!({}));
+        let mut p: Pod = (*big.pod).clone();
+        p.spec.as_mut().unwrap().containers[0].resources = Some(serde_json::from_value(
+            json!({"requests": {"cpu": "3"}})).unwrap());
+        let big = Arc::new(PodInfo::new(Arc::new(p)));
+        assert_eq!(feasible(&c, &big), vec!["a"]);
+        c.add_pod(big.clone(), "a", true);
+        let mut p2: Pod = (*big.pod).clone();
+        p2.metadata.name = Some("big2".into());
+        let big2 = PodInfo::new(Arc::new(p2));
+        let none = |_: &str| None;
+        let f = PodFilter::new(&big2, &c, &none);
+        assert_eq!(f.filter(&c.nodes["a"]), Err(vec!["Insufficient cpu".to_string()]));
+    }
+}

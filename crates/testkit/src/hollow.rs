@@ -123,6 +123,8 @@ struct Shared {
     writes: tokio::sync::Semaphore,
     /// Pods (uid) made Running or being deleted, so each is written once.
     done: parking_lot::Mutex<HashSet<String>>,
+    /// When the nodes became Ready (their conditions' lastTransitionTime).
+    since: String,
 }
 
 /// A running set of hollow nodes; dropping it (or [`HollowNodes::stop`]) stops every loop.
@@ -162,6 +164,7 @@ impl HollowNodes {
             nodes,
             stopped: Default::default(),
             done: Default::default(),
+            since: now(),
         });
         ensure_namespace(&client, "kube-node-lease").await?;
         // Register every node, several at once.
@@ -216,7 +219,7 @@ fn node_status(s: &Shared, i: usize, name: &str) -> serde_json::Value {
     let t = now();
     let cond = |ty: &str, st: &str, reason: &str, msg: &str| {
         json!({"type": ty, "status": st, "reason": reason, "message": msg,
-               "lastHeartbeatTime": t, "lastTransitionTime": t})
+               "lastHeartbeatTime": t, "lastTransitionTime": s.since})
     };
     json!({"status": {
         "capacity": {"cpu": a.cpu, "memory": a.memory, "pods": a.max_pods.to_string(), "ephemeral-storage": "100Gi"},
