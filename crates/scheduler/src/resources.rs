@@ -96,7 +96,7 @@ pub fn parse_milli(q: &str) -> Option<i128> {
         v = v.checked_mul(10i128.checked_pow(scale10 as u32)?)?;
     } else {
         let d = 10i128.checked_pow((-scale10) as u32)?;
-        v = (v + d - 1) / d; // round up
+        v = v / d + i128::from(v % d != 0); // round up
     }
     Some(sign * v)
 }
