@@ -8,6 +8,7 @@
 # BENCHMARKS.md at the repo root (section "Control 1") with the issue 5 targets met or not.
 #
 # Usage: bench/scheduler.sh    (env: NODES="1000 5000", PODS=10000, CLIENTS=100; BENCH_DIR=work dir,
+#                               RATE=pods/s to pace the creates (0: burst),
 #                               KEEP=1 keeps it, NO_RECORD=1 prints the table without writing it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,8 @@ ROOT=$PWD
 NODES=${NODES:-"1000 5000"}
 PODS=${PODS:-10000}
 CLIENTS=${CLIENTS:-100}
+# Pods created per second in all (0: as fast as the clients go, i.e. a burst).
+RATE=${RATE:-0}
 
 if ! command -v jq >/dev/null; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -114,7 +117,7 @@ EOF
   echo "== kybern bench scheduler --pods $PODS --create-clients $CLIENTS ($N nodes)" >&2
   RC=0
   "$KYBERN" bench scheduler --kubeconfig "$RUN/kubeconfig" --pods "$PODS" \
-    --create-clients "$CLIENTS" --json --pid "scheduler=$S_PID" --pid "apiserver=$A_PID" \
+    --create-clients "$CLIENTS" --create-rate "$RATE" --json --pid "scheduler=$S_PID" --pid "apiserver=$A_PID" \
     --pid "hollow-nodes=$H_PID" >"$RUN/result.json" 2>"$RUN/bench.log" || RC=$?
   tail -3 "$RUN/bench.log" >&2
   if ! jq -e .reports "$RUN/result.json" >/dev/null 2>&1; then
@@ -147,10 +150,10 @@ TABLE=$(
   echo "Command:"
   echo
   echo '```'
-  echo "bench/scheduler.sh   # NODES=\"$NODES\" PODS=$PODS CLIENTS=$CLIENTS"
+  echo "bench/scheduler.sh   # NODES=\"$NODES\" PODS=$PODS CLIENTS=$CLIENTS RATE=$RATE"
   echo "kybern hollow-nodes --kubeconfig K --count N --zones 3"
   echo "kybern scheduler --kubeconfig K"
-  echo "kybern bench scheduler --kubeconfig K --pods $PODS --create-clients $CLIENTS --pid scheduler=PID ..."
+  echo "kybern bench scheduler --kubeconfig K --pods $PODS --create-clients $CLIENTS --create-rate $RATE --pid scheduler=PID ..."
   echo '```'
   echo
   echo "| nodes | pods Running | scheduled pods/s | create->bound p50 / p99 ms | startup (create->Running) p50 / p99 ms | create phase s | scheduler peak RSS MiB | apiserver peak RSS MiB | hollow-nodes peak RSS MiB |"

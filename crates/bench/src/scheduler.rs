@@ -46,6 +46,10 @@ pub struct SchedulerArgs {
     #[arg(long, default_value = "600s", value_parser = crate::conn::parse_duration)]
     #[serde(skip)]
     pub timeout: Duration,
+    /// Create at most this many pods per second in all (0: as fast as the clients go). Below
+    /// saturation, the startup latency is the pipeline's own, not the wait in a backlog.
+    #[arg(long, default_value_t = 0.0)]
+    pub create_rate: f64,
     /// A process whose peak RSS to report, as NAME=PID (repeatable), e.g. scheduler=1234.
     #[arg(long = "pid")]
     pub pids: Vec<String>,
@@ -138,13 +142,17 @@ pub async fn run(a: &SchedulerArgs, json_out: bool, no_progress: bool) -> Result
     let mut tasks = vec![];
     for _ in 0..a.create_clients.max(1) {
         let (pods, seen, next) = (pods.clone(), seen.clone(), next.clone());
-        let (total, cpu, mem) = (a.pods, a.cpu.clone(), a.memory.clone());
+        let (total, cpu, mem, rate) = (a.pods, a.cpu.clone(), a.memory.clone(), a.create_rate);
         tasks.push(tokio::spawn(async move {
             let mut rec = Recorder::new();
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if i >= total {
                     return rec;
+                }
+                if rate > 0.0 {
+                    let at = start + Duration::from_secs_f64(i as f64 / rate);
+                    tokio::time::sleep_until(at.into()).await;
                 }
                 let name = format!("pod-{i}");
                 let pod: Pod = serde_json::from_value(json!({
