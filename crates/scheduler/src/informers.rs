@@ -75,7 +75,7 @@ pub fn start(client: &Client, state: Arc<State>, cancel: &CancellationToken) -> 
     ));
     let (pod_store, pod_writer) = reflector::store::<Pod>();
     let st = state.clone();
-    let mut h = PodHandler::default();
+    let mut h = PodHandler { store: Some(pod_store.clone()), ..Default::default() };
     tokio::spawn(run(
         Api::<Pod>::all(client.clone()),
         pod_writer,
@@ -133,6 +133,8 @@ fn is_terminal(p: &Pod) -> bool {
 /// Pod events: bound pods go into the cache, pending pods of this scheduler into the queue.
 #[derive(Default)]
 struct PodHandler {
+    /// The reflector's store: the cache shares its copy of each pod instead of keeping another.
+    store: Option<Store<Pod>>,
     /// Pending pods: a hash of what may change their fit (labels, spec); a status-only update
     /// (such as our own PodScheduled=False) does not requeue them.
     pending: HashMap<String, u64>,
@@ -192,7 +194,13 @@ impl PodHandler {
         if !node.is_empty() {
             self.pending.remove(&key);
             state.queue.delete(&key);
-            state.cache.lock().add_pod(Arc::new(PodInfo::new(Arc::new(p))), &node, false);
+            let shared = self
+                .store
+                .as_ref()
+                .and_then(|st| st.get(&reflector::ObjectRef::from_obj(&p)))
+                .filter(|s| s.metadata.resource_version == p.metadata.resource_version)
+                .unwrap_or_else(|| Arc::new(p));
+            state.cache.lock().add_pod(Arc::new(PodInfo::new(shared)), &node, false);
             return;
         }
         let ours = p.spec.as_ref().and_then(|s| s.scheduler_name.as_deref())
