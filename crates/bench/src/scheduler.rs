@@ -15,9 +15,9 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{ListParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
-use std::sync::Mutex;
 use serde::Serialize;
 use serde_json::json;
+use std::sync::Mutex;
 
 use crate::report::Recorder;
 
@@ -77,14 +77,17 @@ pub async fn run(a: &SchedulerArgs, json_out: bool, no_progress: bool) -> Result
         .map_err(|e| anyhow!("cannot read --kubeconfig {}: {e}", a.kubeconfig.display()))?;
     let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
     let client = Client::try_from(config)?;
-    let nodes = Api::<Node>::all(client.clone()).list(&ListParams::default()).await?;
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await?;
     let ready_nodes = nodes
         .items
         .iter()
         .filter(|n| {
-            n.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
-                cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-            })
+            n.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
         })
         .count();
     let ns_api: Api<Namespace> = Api::all(client.clone());
@@ -130,12 +133,21 @@ pub async fn run(a: &SchedulerArgs, json_out: bool, no_progress: bool) -> Result
         .await
         .map_err(|_| anyhow!("the pod watch did not start within 60 s"))??;
     if !seen.lock().unwrap().scheduled.is_empty() {
-        return Err(anyhow!("namespace {} already has pods; use a fresh one", a.namespace));
+        return Err(anyhow!(
+            "namespace {} already has pods; use a fresh one",
+            a.namespace
+        ));
     }
     let rss_before: Vec<(String, Option<u64>)> = a
         .pids
         .iter()
-        .map(|p| (p.clone(), p.split_once('=').and_then(|(_, pid)| rss_kib(pid, "VmRSS:"))))
+        .map(|p| {
+            (
+                p.clone(),
+                p.split_once('=')
+                    .and_then(|(_, pid)| rss_kib(pid, "VmRSS:")),
+            )
+        })
         .collect();
     let start = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -193,7 +205,11 @@ pub async fn run(a: &SchedulerArgs, json_out: bool, no_progress: bool) -> Result
             ));
         }
         if !no_progress && last_print.elapsed() > Duration::from_secs(2) {
-            eprintln!("{:>6.1}s: {sched} scheduled, {running} running of {}", start.elapsed().as_secs_f64(), a.pods);
+            eprintln!(
+                "{:>6.1}s: {sched} scheduled, {running} running of {}",
+                start.elapsed().as_secs_f64(),
+                a.pods
+            );
             last_print = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -36,11 +36,13 @@ enum Cmd {
     Apiserver(apiserver::ApiserverArgs),
     Scheduler(scheduler::SchedulerArgs),
     /// Register fake nodes that run bound pods without containers (as KWOK), for tests and benchmarks.
-    #[command(long_about = "Register fake nodes that run bound pods without containers, as KWOK \
+    #[command(
+        long_about = "Register fake nodes that run bound pods without containers, as KWOK \
     does: N Node objects with the given capacity, labels and taints, Ready, with their Leases in \
     kube-node-lease renewed and pods bound to them turned Running and Ready through the status \
     subresource; pods being deleted on them are removed at once. Runs until SIGINT/SIGTERM; the \
-    nodes then stay registered and go NotReady once their leases expire.")]
+    nodes then stay registered and go NotReady once their leases expire."
+    )]
     HollowNodes(testkit::hollow::HollowArgs),
     // About and long help come from `bench::BenchArgs`.
     Bench(bench::BenchArgs),

@@ -29,7 +29,9 @@ impl EventSink {
             let client = client.clone();
             tokio::spawn(async move {
                 loop {
-                    let Some(ev) = rx.lock().await.recv().await else { return };
+                    let Some(ev) = rx.lock().await.recv().await else {
+                        return;
+                    };
                     let ns = ev.metadata.namespace.clone().unwrap_or_default();
                     let api: Api<Event> = Api::namespaced(client.clone(), &ns);
                     if let Err(e) = api.create(&PostParams::default(), &ev).await {
@@ -42,7 +44,15 @@ impl EventSink {
     }
 
     /// Records an event about `pod` (Normal or Warning).
-    pub fn pod_event(&self, component: &str, pod: &Pod, kind: &str, reason: &str, action: &str, msg: String) {
+    pub fn pod_event(
+        &self,
+        component: &str,
+        pod: &Pod,
+        kind: &str,
+        reason: &str,
+        action: &str,
+        msg: String,
+    ) {
         let now = jiff::Timestamp::now();
         let name = pod.metadata.name.clone().unwrap_or_default();
         let ev = Event {
@@ -64,7 +74,10 @@ impl EventSink {
             message: Some(msg),
             type_: Some(kind.into()),
             action: Some(action.into()),
-            source: Some(EventSource { component: Some(component.into()), host: None }),
+            source: Some(EventSource {
+                component: Some(component.into()),
+                host: None,
+            }),
             reporting_component: Some(component.into()),
             reporting_instance: Some(format!("{component}-{}", hostname())),
             first_timestamp: Some(Time(now)),
@@ -133,7 +146,8 @@ pub async fn mark_unschedulable(client: &Client, pod: &Pod, msg: &str) -> Result
         "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg,
         "lastProbeTime": null, "lastTransitionTime": jiff::Timestamp::now().to_string(),
     }]}});
-    api.patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch)).await?;
+    api.patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await?;
     Ok(())
 }
 

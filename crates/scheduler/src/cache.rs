@@ -52,11 +52,18 @@ impl PodInfo {
         let required_anti_affinity = spec
             .and_then(|s| s.affinity.as_ref())
             .and_then(|a| a.pod_anti_affinity.as_ref())
-            .and_then(|a| a.required_during_scheduling_ignored_during_execution.clone())
+            .and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .clone()
+            })
             .unwrap_or_default();
         PodInfo {
             key: pod_key(&pod),
-            namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+            namespace: pod
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
             labels: pod.metadata.labels.clone().unwrap_or_default(),
             requests: resources::pod_requests(&pod, false),
             non_zero: resources::pod_requests(&pod, true),
@@ -105,7 +112,9 @@ impl NodeInfo {
     }
 
     fn remove_pod(&mut self, key: &str) {
-        let Some(p) = self.pods.remove(key) else { return };
+        let Some(p) = self.pods.remove(key) else {
+            return;
+        };
         self.requested.sub(&p.requests);
         self.non_zero_requested.sub(&p.non_zero);
         for (proto, ip, port) in &p.host_ports {
@@ -191,7 +200,9 @@ impl Cache {
     }
 
     pub fn remove_pod(&mut self, key: &str) {
-        let Some((node, _)) = self.pod_nodes.remove(key) else { return };
+        let Some((node, _)) = self.pod_nodes.remove(key) else {
+            return;
+        };
         self.with_anti_affinity.remove(key);
         if let Some(info) = self.nodes.get_mut(&node) {
             info.remove_pod(key);
@@ -217,7 +228,9 @@ impl Cache {
 
     /// Every known pod with its node's labels (empty for a node not known).
     pub fn all_pods(&self) -> impl Iterator<Item = (&Arc<PodInfo>, Option<&NodeInfo>)> {
-        self.nodes.values().flat_map(|n| n.pods.values().map(move |p| (p, Some(n))))
+        self.nodes
+            .values()
+            .flat_map(|n| n.pods.values().map(move |p| (p, Some(n))))
     }
 }
 

@@ -65,7 +65,12 @@ pub struct PodFilter<'a> {
     affinity_self_ok: bool,
     anti: Vec<(&'a PodAffinityTerm, HashMap<String, usize>)>,
     /// Hard spread constraints: (constraint, domain value -> matching pods, min over domains).
-    spread: Vec<(&'a TopologySpreadConstraint, HashMap<String, usize>, usize, bool)>,
+    spread: Vec<(
+        &'a TopologySpreadConstraint,
+        HashMap<String, usize>,
+        usize,
+        bool,
+    )>,
 }
 
 fn spec(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::PodSpec> {
@@ -78,7 +83,10 @@ impl<'a> PodFilter<'a> {
         let affinity = s.and_then(|s| s.affinity.as_ref());
         let required_terms = affinity
             .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
+            .and_then(|n| {
+                n.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
             .map(|r| r.node_selector_terms.as_slice());
         let mut f = PodFilter {
             info,
@@ -97,7 +105,9 @@ impl<'a> PodFilter<'a> {
             else {
                 continue;
             };
-            let Some(node) = cache.nodes.get(node) else { continue };
+            let Some(node) = cache.nodes.get(node) else {
+                continue;
+            };
             for t in &other.required_anti_affinity {
                 if term_selects(t, &other.namespace, info, ns_labels) {
                     if let Some(v) = node_labels(&node.node).get(&t.topology_key) {
@@ -108,7 +118,10 @@ impl<'a> PodFilter<'a> {
         }
         let pod_aff = affinity.and_then(|a| a.pod_affinity.as_ref());
         let aff_terms = pod_aff
-            .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_deref())
+            .and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_deref()
+            })
             .unwrap_or(&[]);
         let anti_terms = info.required_anti_affinity.as_slice();
         for t in aff_terms {
@@ -147,7 +160,9 @@ impl<'a> PodFilter<'a> {
                 if !f.node_affinity_ok(n) {
                     continue;
                 }
-                let Some(v) = node_labels(&n.node).get(&c.topology_key) else { continue };
+                let Some(v) = node_labels(&n.node).get(&c.topology_key) else {
+                    continue;
+                };
                 let matching = n
                     .pods
                     .values()
@@ -192,7 +207,11 @@ impl<'a> PodFilter<'a> {
                 effect: "NoSchedule".into(),
                 ..Default::default()
             };
-            if !self.tolerations.iter().any(|tol| labels::tolerates(tol, &t)) {
+            if !self
+                .tolerations
+                .iter()
+                .any(|tol| labels::tolerates(tol, &t))
+            {
                 return Err(vec![ERR_UNSCHEDULABLE.into()]);
             }
         }
@@ -255,11 +274,7 @@ impl<'a> PodFilter<'a> {
             }
         }
         // InterPodAffinity.
-        if self
-            .existing_anti
-            .iter()
-            .any(|(k, v)| nl.get(k) == Some(v))
-        {
+        if self.existing_anti.iter().any(|(k, v)| nl.get(k) == Some(v)) {
             return Err(vec![ERR_EXISTING_ANTI_AFFINITY.into()]);
         }
         if !self.affinity_self_ok {

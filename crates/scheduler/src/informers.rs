@@ -30,14 +30,21 @@ pub struct Stores {
 }
 
 /// Runs a reflector over `api`, calling `on` for every event, until `cancel`.
-async fn run<K, F>(api: Api<K>, writer: reflector::store::Writer<K>, mut on: F, cancel: CancellationToken)
-where
+async fn run<K, F>(
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+    mut on: F,
+    cancel: CancellationToken,
+) where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone,
     F: FnMut(watcher::Event<K>),
 {
     let kind = K::kind(&Default::default()).to_string();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default()).default_backoff(),
+    );
     futures::pin_mut!(stream);
     loop {
         tokio::select! {
@@ -57,7 +64,12 @@ where
     K::DynamicType: Default + Eq + Hash + Clone,
 {
     let (store, writer) = reflector::store();
-    tokio::spawn(run(Api::<K>::all(client.clone()), writer, |_| {}, cancel.clone()));
+    tokio::spawn(run(
+        Api::<K>::all(client.clone()),
+        writer,
+        |_| {},
+        cancel.clone(),
+    ));
     store
 }
 
@@ -75,7 +87,10 @@ pub fn start(client: &Client, state: Arc<State>, cancel: &CancellationToken) -> 
     ));
     let (pod_store, pod_writer) = reflector::store::<Pod>();
     let st = state.clone();
-    let mut h = PodHandler { store: Some(pod_store.clone()), ..Default::default() };
+    let mut h = PodHandler {
+        store: Some(pod_store.clone()),
+        ..Default::default()
+    };
     tokio::spawn(run(
         Api::<Pod>::all(client.clone()),
         pod_writer,
@@ -106,14 +121,21 @@ fn on_node(state: &State, e: watcher::Event<Node>, seen: &mut Option<HashSet<Str
             }
         }
         watcher::Event::Delete(n) => {
-            state.cache.lock().remove_node(n.metadata.name.as_deref().unwrap_or(""));
+            state
+                .cache
+                .lock()
+                .remove_node(n.metadata.name.as_deref().unwrap_or(""));
         }
         watcher::Event::Init => *seen = Some(HashSet::new()),
         watcher::Event::InitDone => {
             if let Some(seen) = seen.take() {
                 let mut cache = state.cache.lock();
-                let gone: Vec<String> =
-                    cache.order.iter().filter(|n| !seen.contains(*n)).cloned().collect();
+                let gone: Vec<String> = cache
+                    .order
+                    .iter()
+                    .filter(|n| !seen.contains(*n))
+                    .cloned()
+                    .collect();
                 for n in gone {
                     cache.remove_node(&n);
                 }
@@ -185,7 +207,11 @@ impl PodHandler {
 
     fn apply(&mut self, state: &State, p: Pod) {
         let key = pod_key(&p);
-        let node = p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+        let node = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
         if is_terminal(&p) {
             // A finished pod frees its node's resources.
             self.delete(state, &key);
@@ -200,10 +226,16 @@ impl PodHandler {
                 .and_then(|st| st.get(&reflector::ObjectRef::from_obj(&p)))
                 .filter(|s| s.metadata.resource_version == p.metadata.resource_version)
                 .unwrap_or_else(|| Arc::new(p));
-            state.cache.lock().add_pod(Arc::new(PodInfo::new(shared)), &node, false);
+            state
+                .cache
+                .lock()
+                .add_pod(Arc::new(PodInfo::new(shared)), &node, false);
             return;
         }
-        let ours = p.spec.as_ref().and_then(|s| s.scheduler_name.as_deref())
+        let ours = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduler_name.as_deref())
             .unwrap_or("default-scheduler")
             == state.scheduler_name;
         if !ours || p.metadata.deletion_timestamp.is_some() {

@@ -84,8 +84,7 @@ pub fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
         .iter()
         .all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
         && fields.iter().all(|r| {
-            r.key == "metadata.name"
-                && requirement_matches(r, node.metadata.name.as_deref())
+            r.key == "metadata.name" && requirement_matches(r, node.metadata.name.as_deref())
         })
 }
 
@@ -103,7 +102,8 @@ pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
     match t.operator.as_deref().unwrap_or("Equal") {
         "Exists" => true,
         "Equal" | "" => {
-            key == taint.key && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+            key == taint.key
+                && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
         }
         _ => false,
     }
@@ -130,19 +130,30 @@ mod tests {
         let node: Node = serde_json::from_value(json!({"metadata": {"name": "n1",
             "labels": {"zone": "a", "cores": "8"}}}))
         .unwrap();
-        let term = |e: serde_json::Value| -> NodeSelectorTerm {
-            serde_json::from_value(e).unwrap()
-        };
-        assert!(term_matches(&term(json!({"matchExpressions": [
+        let term =
+            |e: serde_json::Value| -> NodeSelectorTerm { serde_json::from_value(e).unwrap() };
+        assert!(term_matches(
+            &term(json!({"matchExpressions": [
             {"key": "zone", "operator": "In", "values": ["a", "b"]},
             {"key": "cores", "operator": "Gt", "values": ["4"]},
-            {"key": "gpu", "operator": "DoesNotExist"}]})), &node));
-        assert!(!term_matches(&term(json!({"matchExpressions": [
-            {"key": "cores", "operator": "Lt", "values": ["4"]}]})), &node));
-        assert!(!term_matches(&term(json!({"matchExpressions": [
-            {"key": "zone", "operator": "NotIn", "values": ["a"]}]})), &node));
-        assert!(term_matches(&term(json!({"matchFields": [
-            {"key": "metadata.name", "operator": "In", "values": ["n1"]}]})), &node));
+            {"key": "gpu", "operator": "DoesNotExist"}]})),
+            &node
+        ));
+        assert!(!term_matches(
+            &term(json!({"matchExpressions": [
+            {"key": "cores", "operator": "Lt", "values": ["4"]}]})),
+            &node
+        ));
+        assert!(!term_matches(
+            &term(json!({"matchExpressions": [
+            {"key": "zone", "operator": "NotIn", "values": ["a"]}]})),
+            &node
+        ));
+        assert!(term_matches(
+            &term(json!({"matchFields": [
+            {"key": "metadata.name", "operator": "In", "values": ["n1"]}]})),
+            &node
+        ));
         assert!(!term_matches(&term(json!({})), &node));
     }
 
@@ -155,6 +166,9 @@ mod tests {
         assert!(tolerates(&tol(json!({"key": "k", "value": "v"})), &taint));
         assert!(tolerates(&tol(json!({"operator": "Exists"})), &taint));
         assert!(!tolerates(&tol(json!({"key": "k", "value": "w"})), &taint));
-        assert!(!tolerates(&tol(json!({"key": "k", "operator": "Exists", "effect": "NoExecute"})), &taint));
+        assert!(!tolerates(
+            &tol(json!({"key": "k", "operator": "Exists", "effect": "NoExecute"})),
+            &taint
+        ));
     }
 }

@@ -177,12 +177,20 @@ async fn shutdown_signal() {
 }
 
 /// The scheduling work, until `cancel`: informers, queue flushing, the scheduling loop.
-pub async fn schedule(client: Client, opts: Options, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn schedule(
+    client: Client,
+    opts: Options,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let state = State::new(client, &opts.scheduler_name, opts.parallel_bindings);
     schedule_with(state, opts, cancel).await
 }
 
-async fn schedule_with(state: Arc<State>, opts: Options, cancel: CancellationToken) -> anyhow::Result<()> {
+async fn schedule_with(
+    state: Arc<State>,
+    opts: Options,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let stores = informers::start(&state.client, state.clone(), &cancel);
     // Flush backoff and long-unschedulable pods every second, as upstream.
     let (st, c) = (state.clone(), cancel.clone());
@@ -209,7 +217,10 @@ async fn schedule_with(state: Arc<State>, opts: Options, cancel: CancellationTok
             _ = cancel.cancelled() => return Ok(()),
         }
     }
-    tracing::info!(nodes = state.cache.lock().order.len(), "informers synced: scheduling");
+    tracing::info!(
+        nodes = state.cache.lock().order.len(),
+        "informers synced: scheduling"
+    );
     let mut cursor = sched::Cursor::default();
     while let Some(key) = state.queue.pop(&cancel).await {
         let (ns, name) = key.split_once('/').unwrap_or(("default", key.as_str()));
@@ -217,7 +228,11 @@ async fn schedule_with(state: Arc<State>, opts: Options, cancel: CancellationTok
             state.queue.done(&key);
             continue;
         };
-        let assigned = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
+        let assigned = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_some_and(|n| !n.is_empty());
         if assigned || pod.metadata.deletion_timestamp.is_some() {
             state.queue.done(&key);
             continue;
@@ -226,9 +241,23 @@ async fn schedule_with(state: Arc<State>, opts: Options, cancel: CancellationTok
         let info = Arc::new(cache::PodInfo::new(pod.clone()));
         let result = {
             let cache = state.cache.lock();
-            sched::schedule_one(&cache, &mut cursor, &info, &stores, opts.percentage_of_nodes_to_score)
+            sched::schedule_one(
+                &cache,
+                &mut cursor,
+                &info,
+                &stores,
+                opts.percentage_of_nodes_to_score,
+            )
         };
-        bind::finish(&state, sched::Decision { pod, info, result, started: t0 });
+        bind::finish(
+            &state,
+            sched::Decision {
+                pod,
+                info,
+                result,
+                started: t0,
+            },
+        );
     }
     tracing::info!("scheduling stopped");
     Ok(())

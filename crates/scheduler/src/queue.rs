@@ -74,7 +74,12 @@ impl Queue {
         }
         q.entries.insert(
             key.to_string(),
-            Entry { at: Where::Active, attempts: 0, failed_at: None, moved_while_in_flight: false },
+            Entry {
+                at: Where::Active,
+                attempts: 0,
+                failed_at: None,
+                moved_while_in_flight: false,
+            },
         );
         q.active.push_back(key.to_string());
         drop(q);
@@ -120,7 +125,9 @@ impl Queue {
     /// error (retry after backoff).
     pub fn failed(&self, key: &str, unschedulable: bool) {
         let mut q = self.inner.lock();
-        let Some(e) = q.entries.get_mut(key) else { return };
+        let Some(e) = q.entries.get_mut(key) else {
+            return;
+        };
         let now = Instant::now();
         e.failed_at = Some(now);
         if unschedulable && !e.moved_while_in_flight {
@@ -176,7 +183,9 @@ impl Queue {
             if *at > now {
                 break;
             }
-            let Some(Reverse((_, key))) = q.backoff.pop() else { break };
+            let Some(Reverse((_, key))) = q.backoff.pop() else {
+                break;
+            };
             if let Some(e) = q.entries.get_mut(&key) {
                 if e.at == Where::Backoff {
                     e.at = Where::Active;
@@ -190,7 +199,8 @@ impl Queue {
             .iter()
             .filter(|(_, e)| {
                 e.at == Where::Unschedulable
-                    && e.failed_at.is_some_and(|t| now.duration_since(t) >= MAX_UNSCHEDULABLE)
+                    && e.failed_at
+                        .is_some_and(|t| now.duration_since(t) >= MAX_UNSCHEDULABLE)
             })
             .map(|(k, _)| k.clone())
             .collect();

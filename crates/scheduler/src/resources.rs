@@ -135,14 +135,20 @@ fn from_list(list: Option<&BTreeMap<String, Quantity>>, non_zero: bool) -> Resou
 }
 
 fn container_requests(c: &Container, non_zero: bool) -> Resources {
-    from_list(c.resources.as_ref().and_then(|r| r.requests.as_ref()), non_zero)
+    from_list(
+        c.resources.as_ref().and_then(|r| r.requests.as_ref()),
+        non_zero,
+    )
 }
 
 /// The pod's requests (pods = 1). With `non_zero`, a container without a cpu or memory request
 /// counts upstream's defaults, as the scoring plugins do.
 pub fn pod_requests(pod: &Pod, non_zero: bool) -> Resources {
     let Some(spec) = pod.spec.as_ref() else {
-        return Resources { pods: 1, ..Default::default() };
+        return Resources {
+            pods: 1,
+            ..Default::default()
+        };
     };
     let mut reqs = Resources::default();
     for c in &spec.containers {

@@ -162,7 +162,9 @@ pub fn schedule_one(
     for i in 0..total {
         let name = &cache.order[(start + i) % total];
         processed += 1;
-        let Some(n) = cache.nodes.get(name) else { continue };
+        let Some(n) = cache.nodes.get(name) else {
+            continue;
+        };
         match pf.filter(n) {
             Ok(()) => {
                 feasible.push(n);
@@ -251,8 +253,12 @@ mod tests {
     fn feasible(c: &Cache, p: &PodInfo) -> Vec<String> {
         let none = |_: &str| None;
         let f = PodFilter::new(p, c, &none);
-        let mut v: Vec<String> =
-            c.nodes.values().filter(|n| f.filter(n).is_ok()).map(|n| n.name().to_string()).collect();
+        let mut v: Vec<String> = c
+            .nodes
+            .values()
+            .filter(|n| f.filter(n).is_ok())
+            .map(|n| n.name().to_string())
+            .collect();
         v.sort();
         v
     }
@@ -260,17 +266,25 @@ mod tests {
     #[test]
     fn required_pod_affinity_follows_the_zone_of_matching_pods() {
         let mut c = cache_with(&[("a", "z1"), ("b", "z1"), ("c", "z2")]);
-        let web = pod("web", json!({"app": "web"}), json!({
+        let web = pod(
+            "web",
+            json!({"app": "web"}),
+            json!({
             "affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-                {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "zone"}]}}}));
+                {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "zone"}]}}}),
+        );
         // No db pod anywhere and web does not match its own term: nowhere.
         assert!(feasible(&c, &web).is_empty());
         c.add_pod(pod("db", json!({"app": "db"}), json!({})), "c", false);
         assert_eq!(feasible(&c, &web), vec!["c"]);
         // An existing pod's anti-affinity keeps matching pods out of its zone.
-        let loner = pod("loner", json!({}), json!({
+        let loner = pod(
+            "loner",
+            json!({}),
+            json!({
             "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-                {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "zone"}]}}}));
+                {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "zone"}]}}}),
+        );
         c.add_pod(loner, "c", true);
         assert!(feasible(&c, &web).is_empty());
         c.remove_pod("ns/loner");
@@ -282,8 +296,8 @@ mod tests {
         let mut c = cache_with(&[("a", "z1")]);
         let big = pod("big", json!({}), json!({}));
         let mut p: Pod = (*big.pod).clone();
-        p.spec.as_mut().unwrap().containers[0].resources = Some(serde_json::from_value(
-            json!({"requests": {"cpu": "3"}})).unwrap());
+        p.spec.as_mut().unwrap().containers[0].resources =
+            Some(serde_json::from_value(json!({"requests": {"cpu": "3"}})).unwrap());
         let big = Arc::new(PodInfo::new(Arc::new(p)));
         assert_eq!(feasible(&c, &big), vec!["a"]);
         c.add_pod(big.clone(), "a", true);
@@ -292,6 +306,9 @@ mod tests {
         let big2 = PodInfo::new(Arc::new(p2));
         let none = |_: &str| None;
         let f = PodFilter::new(&big2, &c, &none);
-        assert_eq!(f.filter(&c.nodes["a"]), Err(vec!["Insufficient cpu".to_string()]));
+        assert_eq!(
+            f.filter(&c.nodes["a"]),
+            Err(vec!["Insufficient cpu".to_string()])
+        );
     }
 }

@@ -32,8 +32,16 @@ pub struct SpreadConstraint {
 /// The system default constraints (upstream's): skew 3 across hostnames, 5 across zones.
 pub fn default_constraints(selector: LabelSelector) -> Vec<SpreadConstraint> {
     vec![
-        SpreadConstraint { key: HOSTNAME.into(), max_skew: 3, selector: selector.clone() },
-        SpreadConstraint { key: ZONE.into(), max_skew: 5, selector },
+        SpreadConstraint {
+            key: HOSTNAME.into(),
+            max_skew: 3,
+            selector: selector.clone(),
+        },
+        SpreadConstraint {
+            key: ZONE.into(),
+            max_skew: 5,
+            selector,
+        },
     ]
 }
 
@@ -45,8 +53,14 @@ fn least_allocated(pod: &PodInfo, n: &NodeInfo) -> i64 {
             (alloc - req) * MAX_NODE_SCORE / alloc
         }
     };
-    let cpu = one(n.non_zero_requested.milli_cpu + pod.non_zero.milli_cpu, n.allocatable.milli_cpu);
-    let mem = one(n.non_zero_requested.memory + pod.non_zero.memory, n.allocatable.memory);
+    let cpu = one(
+        n.non_zero_requested.milli_cpu + pod.non_zero.milli_cpu,
+        n.allocatable.milli_cpu,
+    );
+    let mem = one(
+        n.non_zero_requested.memory + pod.non_zero.memory,
+        n.allocatable.memory,
+    );
     (cpu + mem) / 2
 }
 
@@ -58,8 +72,14 @@ fn balanced(pod: &PodInfo, n: &NodeInfo) -> i64 {
             (req as f64 / alloc as f64).min(1.0)
         }
     };
-    let c = frac(n.requested.milli_cpu + pod.requests.milli_cpu, n.allocatable.milli_cpu);
-    let m = frac(n.requested.memory + pod.requests.memory, n.allocatable.memory);
+    let c = frac(
+        n.requested.milli_cpu + pod.requests.milli_cpu,
+        n.allocatable.milli_cpu,
+    );
+    let m = frac(
+        n.requested.memory + pod.requests.memory,
+        n.allocatable.memory,
+    );
     let std = (c - m).abs() / 2.0;
     ((1.0 - std) * MAX_NODE_SCORE as f64) as i64
 }
@@ -76,19 +96,31 @@ pub fn score(
         .and_then(|s| s.tolerations.as_ref())
         .into_iter()
         .flatten()
-        .filter(|t| t.effect.as_deref().is_none_or(|e| e.is_empty() || e == "PreferNoSchedule"))
+        .filter(|t| {
+            t.effect
+                .as_deref()
+                .is_none_or(|e| e.is_empty() || e == "PreferNoSchedule")
+        })
         .collect();
     let preferred: &[PreferredSchedulingTerm] = spec
         .and_then(|s| s.affinity.as_ref())
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_deref())
+        .and_then(|a| {
+            a.preferred_during_scheduling_ignored_during_execution
+                .as_deref()
+        })
         .unwrap_or(&[]);
     let mut totals = vec![0i64; nodes.len()];
     let mut taint_counts = Vec::with_capacity(nodes.len());
     let mut affinity_sums = Vec::with_capacity(nodes.len());
     for (i, n) in nodes.iter().enumerate() {
         totals[i] += W_FIT * least_allocated(pod, n) + W_BALANCED * balanced(pod, n);
-        let taints = n.node.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or(&[]);
+        let taints = n
+            .node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_deref())
+            .unwrap_or(&[]);
         taint_counts.push(
             taints
                 .iter()
@@ -108,7 +140,11 @@ pub fn score(
     let max_taints = taint_counts.iter().copied().max().unwrap_or(0);
     for (i, c) in taint_counts.iter().enumerate() {
         totals[i] += W_TAINT
-            * if max_taints == 0 { MAX_NODE_SCORE } else { (max_taints - c) * MAX_NODE_SCORE / max_taints };
+            * if max_taints == 0 {
+                MAX_NODE_SCORE
+            } else {
+                (max_taints - c) * MAX_NODE_SCORE / max_taints
+            };
     }
     // NodeAffinity: the matched weights, scaled to the best node.
     let max_aff = affinity_sums.iter().copied().max().unwrap_or(0);
@@ -147,7 +183,11 @@ fn spread_scores(
     // node has the label of, e.g. zones in a zoneless cluster).
     let active: Vec<&SpreadConstraint> = constraints
         .iter()
-        .filter(|c| nodes.iter().any(|n| node_labels(&n.node).contains_key(&c.key)))
+        .filter(|c| {
+            nodes
+                .iter()
+                .any(|n| node_labels(&n.node).contains_key(&c.key))
+        })
         .collect();
     let mut per_constraint: Vec<(HashMap<String, usize>, f64)> = vec![];
     for c in &active {

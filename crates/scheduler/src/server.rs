@@ -69,11 +69,21 @@ impl Metrics {
             "Number of bindings the API server refused or that failed (the pod is retried).",
             bind_errors.clone(),
         );
-        Metrics { registry, profile: profile.into(), attempts, durations, pending, bind_errors }
+        Metrics {
+            registry,
+            profile: profile.into(),
+            attempts,
+            durations,
+            pending,
+            bind_errors,
+        }
     }
 
     pub fn attempt(&self, result: &str, seconds: f64) {
-        let l = AttemptLabels { result: result.into(), profile: self.profile.clone() };
+        let l = AttemptLabels {
+            result: result.into(),
+            profile: self.profile.clone(),
+        };
         self.attempts.get_or_create(&l).inc();
         self.durations.get_or_create(&l).observe(seconds);
     }
@@ -83,8 +93,14 @@ impl Metrics {
     }
 
     pub fn set_pending(&self, (active, backoff, unsched): (usize, usize, usize)) {
-        for (q, n) in [("active", active), ("backoff", backoff), ("unschedulable", unsched)] {
-            self.pending.get_or_create(&QueueLabels { queue: q.into() }).set(n as i64);
+        for (q, n) in [
+            ("active", active),
+            ("backoff", backoff),
+            ("unschedulable", unsched),
+        ] {
+            self.pending
+                .get_or_create(&QueueLabels { queue: q.into() })
+                .set(n as i64);
         }
     }
 
@@ -110,7 +126,10 @@ async fn readyz(AxState(st): AxState<Arc<State>>) -> impl IntoResponse {
 async fn metrics(AxState(st): AxState<Arc<State>>) -> impl IntoResponse {
     st.metrics.set_pending(st.queue.lengths());
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         st.metrics.encode(),
     )
 }

@@ -64,7 +64,9 @@ pub struct HollowArgs {
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("bad duration {s:?} (e.g. 10s, 5m)"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {s:?} (e.g. 10s, 5m)"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" | "" => Ok(Duration::from_secs(n)),
@@ -96,7 +98,9 @@ impl HollowArgs {
                     .rsplit_once(':')
                     .ok_or_else(|| format!("taint {t:?}: want KEY[=VALUE]:EFFECT"))?;
                 if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
-                    return Err(format!("taint {t:?}: effect must be NoSchedule, PreferNoSchedule or NoExecute"));
+                    return Err(format!(
+                        "taint {t:?}: effect must be NoSchedule, PreferNoSchedule or NoExecute"
+                    ));
                 }
                 let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
                 Ok(Taint {
@@ -155,8 +159,9 @@ impl HollowNodes {
                 .ok_or_else(|| anyhow::anyhow!("label {l:?}: want KEY=VALUE"))?;
             extra.insert(k.to_string(), v.to_string());
         }
-        let nodes: HashMap<String, usize> =
-            (0..args.count).map(|i| (format!("{}{i}", args.name_prefix), i)).collect();
+        let nodes: HashMap<String, usize> = (0..args.count)
+            .map(|i| (format!("{}{i}", args.name_prefix), i))
+            .collect();
         let shared = Arc::new(Shared {
             client: client.clone(),
             writes: tokio::sync::Semaphore::new(args.parallel_writes.max(1)),
@@ -168,10 +173,15 @@ impl HollowNodes {
         });
         ensure_namespace(&client, "kube-node-lease").await?;
         // Register every node, several at once.
-        let names: Vec<(String, usize)> = shared.nodes.iter().map(|(n, i)| (n.clone(), *i)).collect();
+        let names: Vec<(String, usize)> =
+            shared.nodes.iter().map(|(n, i)| (n.clone(), *i)).collect();
         let results = futures::stream::iter(names.into_iter().map(|(name, i)| {
             let (s, taints, extra) = (shared.clone(), taints.clone(), extra.clone());
-            async move { register(&s, &name, i, &taints, &extra).await.map_err(|e| anyhow::anyhow!("node {name}: {e}")) }
+            async move {
+                register(&s, &name, i, &taints, &extra)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("node {name}: {e}"))
+            }
         }))
         .buffer_unordered(shared.args.parallel_writes.max(1))
         .collect::<Vec<_>>()
@@ -196,7 +206,12 @@ impl HollowNodes {
     }
 
     pub fn node_names(&self) -> Vec<String> {
-        let mut v: Vec<(usize, String)> = self.shared.nodes.iter().map(|(n, i)| (*i, n.clone())).collect();
+        let mut v: Vec<(usize, String)> = self
+            .shared
+            .nodes
+            .iter()
+            .map(|(n, i)| (*i, n.clone()))
+            .collect();
         v.sort();
         v.into_iter().map(|(_, n)| n).collect()
     }
@@ -253,7 +268,10 @@ async fn register(
         ("type".into(), "hollow".into()),
     ]);
     if s.args.zones > 0 {
-        labels.insert("topology.kubernetes.io/zone".into(), format!("zone-{}", i % s.args.zones));
+        labels.insert(
+            "topology.kubernetes.io/zone".into(),
+            format!("zone-{}", i % s.args.zones),
+        );
     }
     labels.extend(extra.clone());
     let api: Api<Node> = Api::all(s.client.clone());
@@ -267,7 +285,12 @@ async fn register(
         Err(kube::Error::Api(e)) if e.code == 409 => {}
         Err(e) => return Err(e.into()),
     }
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&node_status(s, i, name))).await?;
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(&node_status(s, i, name)),
+    )
+    .await?;
     renew_lease(s, name).await?;
     Ok(())
 }
@@ -276,7 +299,10 @@ async fn renew_lease(s: &Shared, name: &str) -> Result<(), kube::Error> {
     let api: Api<Lease> = Api::namespaced(s.client.clone(), "kube-node-lease");
     let patch = json!({"spec": {"holderIdentity": name, "leaseDurationSeconds": 40,
         "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(jiff::Timestamp::now())}});
-    match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => {
             let lease: Lease = serde_json::from_value(json!({
@@ -311,7 +337,9 @@ async fn heartbeats(s: Arc<Shared>, cancel: CancellationToken) {
             }
             let (s, name, i) = (s.clone(), name.clone(), *i);
             tokio::spawn(async move {
-                let Ok(_permit) = s.writes.acquire().await else { return };
+                let Ok(_permit) = s.writes.acquire().await else {
+                    return;
+                };
                 if lease {
                     if let Err(e) = renew_lease(&s, &name).await {
                         tracing::warn!(node = %name, "lease renewal failed: {e}");
@@ -320,7 +348,10 @@ async fn heartbeats(s: Arc<Shared>, cancel: CancellationToken) {
                 if status {
                     let api: Api<Node> = Api::all(s.client.clone());
                     let st = node_status(&s, i, &name);
-                    if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&st)).await {
+                    if let Err(e) = api
+                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&st))
+                        .await
+                    {
                         tracing::warn!(node = %name, "node status update failed: {e}");
                     }
                 }
@@ -353,15 +384,27 @@ async fn pods(s: Arc<Shared>, cancel: CancellationToken) {
             }
             None => return,
         };
-        let Some(node) = pod.spec.as_ref().and_then(|sp| sp.node_name.clone()) else { continue };
-        let Some(&index) = s.nodes.get(&node) else { continue };
+        let Some(node) = pod.spec.as_ref().and_then(|sp| sp.node_name.clone()) else {
+            continue;
+        };
+        let Some(&index) = s.nodes.get(&node) else {
+            continue;
+        };
         if s.stopped.read().contains(&node) {
             continue;
         }
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let deleting = pod.metadata.deletion_timestamp.is_some();
-        let phase = pod.status.as_ref().and_then(|st| st.phase.as_deref()).unwrap_or("");
-        let key = if deleting { format!("{uid}/delete") } else { uid.clone() };
+        let phase = pod
+            .status
+            .as_ref()
+            .and_then(|st| st.phase.as_deref())
+            .unwrap_or("");
+        let key = if deleting {
+            format!("{uid}/delete")
+        } else {
+            uid.clone()
+        };
         if !deleting && matches!(phase, "Running" | "Succeeded" | "Failed") {
             continue;
         }
@@ -370,8 +413,14 @@ async fn pods(s: Arc<Shared>, cancel: CancellationToken) {
         }
         let s = s.clone();
         tokio::spawn(async move {
-            let Ok(_permit) = s.writes.acquire().await else { return };
-            let res = if deleting { remove(&s, &pod, &uid).await } else { run_pod(&s, &pod, index).await };
+            let Ok(_permit) = s.writes.acquire().await else {
+                return;
+            };
+            let res = if deleting {
+                remove(&s, &pod, &uid).await
+            } else {
+                run_pod(&s, &pod, index).await
+            };
             if let Err(e) = res {
                 let name = pod.metadata.name.as_deref().unwrap_or("");
                 tracing::warn!(pod = %name, node = %node, "pod update failed: {e}");
@@ -382,13 +431,22 @@ async fn pods(s: Arc<Shared>, cancel: CancellationToken) {
 }
 
 async fn remove(s: &Shared, pod: &Pod, uid: &str) -> Result<(), kube::Error> {
-    let api: Api<Pod> = Api::namespaced(s.client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
+    let api: Api<Pod> = Api::namespaced(
+        s.client.clone(),
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+    );
     let dp = DeleteParams {
         grace_period_seconds: Some(0),
-        preconditions: Some(Preconditions { uid: Some(uid.into()), resource_version: None }),
+        preconditions: Some(Preconditions {
+            uid: Some(uid.into()),
+            resource_version: None,
+        }),
         ..Default::default()
     };
-    match api.delete(pod.metadata.name.as_deref().unwrap_or(""), &dp).await {
+    match api
+        .delete(pod.metadata.name.as_deref().unwrap_or(""), &dp)
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
         Err(e) => Err(e),
@@ -417,10 +475,16 @@ async fn run_pod(s: &Shared, pod: &Pod, index: usize) -> Result<(), kube::Error>
                "containerID": format!("hollow://{uid}/{}", c.name), "ready": running,
                "started": running, "restartCount": 0, "state": state})
     };
-    let containers: Vec<_> = spec.map(|s| s.containers.iter().map(|c| status(c, true)).collect()).unwrap_or_default();
+    let containers: Vec<_> = spec
+        .map(|s| s.containers.iter().map(|c| status(c, true)).collect())
+        .unwrap_or_default();
     let inits: Vec<_> = spec
         .and_then(|s| s.init_containers.as_ref())
-        .map(|v| v.iter().map(|c| status(c, c.restart_policy.as_deref() == Some("Always"))).collect())
+        .map(|v| {
+            v.iter()
+                .map(|c| status(c, c.restart_policy.as_deref() == Some("Always")))
+                .collect()
+        })
         .unwrap_or_default();
     let cond = |ty: &str| json!({"type": ty, "status": "True", "lastProbeTime": null, "lastTransitionTime": t});
     let patch = json!({"status": {
@@ -434,8 +498,18 @@ async fn run_pod(s: &Shared, pod: &Pod, index: usize) -> Result<(), kube::Error>
         "initContainerStatuses": inits,
         "qosClass": pod.status.as_ref().and_then(|s| s.qos_class.clone()).unwrap_or_else(|| "BestEffort".into()),
     }});
-    let api: Api<Pod> = Api::namespaced(s.client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
-    match api.patch_status(pod.metadata.name.as_deref().unwrap_or(""), &PatchParams::default(), &Patch::Merge(&patch)).await {
+    let api: Api<Pod> = Api::namespaced(
+        s.client.clone(),
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+    );
+    match api
+        .patch_status(
+            pod.metadata.name.as_deref().unwrap_or(""),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(e),

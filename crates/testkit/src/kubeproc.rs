@@ -17,10 +17,14 @@ pub fn kubectl_binary() -> Option<PathBuf> {
     if let Ok(k) = std::env::var("KUBECTL") {
         return Some(k.into());
     }
-    ["/usr/lib/google-cloud-sdk/bin/kubectl.1.33", "/usr/bin/kubectl", "/usr/local/bin/kubectl"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
+    [
+        "/usr/lib/google-cloud-sdk/bin/kubectl.1.33",
+        "/usr/bin/kubectl",
+        "/usr/local/bin/kubectl",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
 }
 
 /// A child process with its log file, killed when dropped.
@@ -39,7 +43,10 @@ impl Proc {
 
     /// SIGTERM, then SIGKILL after `grace`.
     pub fn stop(&mut self, grace: Duration) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if self.child.try_wait().ok().flatten().is_some() {
@@ -75,7 +82,11 @@ impl KubeCluster {
         let kubectl = kubectl_binary()?;
         let dir = tempfile::tempdir().expect("temp dir");
         let tokens = dir.path().join("tokens.csv");
-        std::fs::write(&tokens, format!("{TOKEN},admin,admin-uid,\"system:masters\"\n")).unwrap();
+        std::fs::write(
+            &tokens,
+            format!("{TOKEN},admin,admin-uid,\"system:masters\"\n"),
+        )
+        .unwrap();
         let port = free_port();
         let url = format!("https://127.0.0.1:{port}");
         let kubeconfig = dir.path().join("kubeconfig");
@@ -89,7 +100,14 @@ impl KubeCluster {
             ),
         )
         .unwrap();
-        let mut c = KubeCluster { bin: bin.into(), kubectl, kubeconfig, url, procs: vec![], dir };
+        let mut c = KubeCluster {
+            bin: bin.into(),
+            kubectl,
+            kubeconfig,
+            url,
+            procs: vec![],
+            dir,
+        };
         let data = c.dir.path().join("data");
         let pki = c.dir.path().join("pki");
         let args: Vec<String> = vec![
@@ -129,13 +147,20 @@ impl KubeCluster {
         let f = std::fs::File::create(&log).unwrap();
         let child = Command::new(&self.bin)
             .args(args)
-            .env("KYBERN_LOG", std::env::var("KYBERN_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "KYBERN_LOG",
+                std::env::var("KYBERN_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(f.try_clone().unwrap())
             .stderr(f)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        self.procs.push(Proc { name: name.into(), child, log });
+        self.procs.push(Proc {
+            name: name.into(),
+            child,
+            log,
+        });
         self.procs.last_mut().unwrap()
     }
 
@@ -197,7 +222,10 @@ impl KubeCluster {
                 return v;
             }
             if Instant::now() > deadline {
-                panic!("timed out after {secs}s waiting for {what}\n{}", self.logs());
+                panic!(
+                    "timed out after {secs}s waiting for {what}\n{}",
+                    self.logs()
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }

@@ -3,7 +3,7 @@
 
 pub mod cluster;
 pub mod conformance;
-pub mod linearizability;
 pub mod hollow;
 pub mod kubeproc;
+pub mod linearizability;
 pub mod procs;
