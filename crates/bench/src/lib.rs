@@ -12,6 +12,7 @@ pub mod conn;
 pub mod kube_http;
 pub mod load;
 pub mod report;
+pub mod scheduler;
 pub mod watch;
 
 use std::path::PathBuf;
@@ -146,6 +147,16 @@ pub enum BenchCmd {
         --pods 10000 --watchers 1000"
     )]
     Apiserver(apiserver::ApiserverArgs),
+    /// Benchmark a scheduler: pods/s bound and pod startup latency on (hollow) nodes.
+    #[command(
+        long_about = "Benchmark a scheduler: create --pods pods (requests --cpu/--memory) from \
+        --create-clients concurrent clients in a cluster that runs a scheduler and nodes (e.g. \
+        `kybern hollow-nodes`), and watch them: scheduled pods per second (first create to last \
+        binding seen), the latency from each create to its binding and to Running (pod startup), \
+        and the RSS of the processes given with --pid NAME=PID. Example: kybern bench scheduler \
+        --kubeconfig K --pods 10000 --create-clients 16 --pid scheduler=1234"
+    )]
+    Scheduler(scheduler::SchedulerArgs),
 }
 
 #[derive(Args, Debug, Serialize)]
@@ -304,6 +315,7 @@ pub async fn run(mut args: BenchArgs) -> Result<()> {
 
     match &mut args.cmd {
         BenchCmd::Apiserver(a) => apiserver::run(a, g).await,
+        BenchCmd::Scheduler(a) => scheduler::run(a, g.json, g.no_progress).await,
         BenchCmd::Put(a) => {
             check_key_space(a.key_size, a.key_space_size)?;
             let conns = conn::connect_all(g).await?;

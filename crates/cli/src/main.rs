@@ -13,9 +13,10 @@ mod member;
     version,
     about = "A Kubernetes-compatible, highly available cluster in one binary.",
     long_about = "A Kubernetes-compatible, highly available cluster in one binary.\n\n\
-    Every component is a subcommand. Today: `store`, an etcd v3-compatible key-value store that real \
+    Every component is a subcommand: `store`, an etcd v3-compatible key-value store that real \
     etcdctl and etcd clients use unchanged; `apiserver`, the Kubernetes API server; \
-    `controller-manager`, the leader-elected controllers; and `bench`, a load generator."
+    `controller-manager` and `scheduler`, the leader-elected controllers and scheduler; \
+    `hollow-nodes`, fake nodes for tests and benchmarks; and `bench`, load generators."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -34,10 +35,20 @@ enum Cmd {
     },
     /// Run the Kubernetes API server (plain HTTP on loopback until TLS arrives).
     Apiserver(apiserver::ApiserverArgs),
-    /// Run the controller-manager (flags as kube-controller-manager): the Deployment,
-    /// ReplicaSet and garbage collector controllers, run by whichever replica holds the
+    /// Run the controller-manager (flags as kube-controller-manager): the workload, service,
+    /// namespace and node controllers, run by whichever replica holds the
     /// kube-system/kube-controller-manager Lease.
     ControllerManager(controllers::ControllerManagerArgs),
+    Scheduler(scheduler::SchedulerArgs),
+    /// Register fake nodes that run bound pods without containers (as KWOK), for tests and benchmarks.
+    #[command(
+        long_about = "Register fake nodes that run bound pods without containers, as KWOK \
+    does: N Node objects with the given capacity, labels and taints, Ready, with their Leases in \
+    kube-node-lease renewed and pods bound to them turned Running and Ready through the status \
+    subresource; pods being deleted on them are removed at once. Runs until SIGINT/SIGTERM; the \
+    nodes then stay registered and go NotReady once their leases expire."
+    )]
+    HollowNodes(testkit::hollow::HollowArgs),
     // About and long help come from `bench::BenchArgs`.
     Bench(bench::BenchArgs),
 }
@@ -104,7 +115,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KYBERN_LOG")
-                .unwrap_or_else(|_| "info,openraft=warn".into()),
+                .unwrap_or_else(|_| "info,openraft=warn,kube_client::client::tls=error".into()),
         )
         .init();
     let rt = match tokio::runtime::Runtime::new() {
@@ -185,6 +196,10 @@ fn main() -> ExitCode {
                     .await
                     .map_err(|e| (1, format!("controller-manager: {e:#}")))
             }
+            Cmd::Scheduler(args) => scheduler::run(args).await.map_err(|e| (1, format!("scheduler: {e:#}"))),
+            Cmd::HollowNodes(args) => testkit::hollow::run(args)
+                .await
+                .map_err(|e| (1, format!("hollow-nodes: {e:#}"))),
             Cmd::Bench(args) => bench::run(args)
                 .await
                 .map_err(|e| (bench::exit_code(&e), format!("bench: {e:#}"))),

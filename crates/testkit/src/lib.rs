@@ -3,6 +3,8 @@
 
 pub mod cluster;
 pub mod conformance;
+pub mod hollow;
+pub mod kubeproc;
 pub mod linearizability;
 pub mod netlab;
 pub mod procs;
