@@ -129,6 +129,8 @@ impl Cluster {
             .arg("controller-manager")
             .arg("--kubeconfig")
             .arg(&c.kubeconfig)
+            // No health port: tests run in parallel and would all want 10257.
+            .arg("--secure-port=0")
             .args(manager_flags)
             .env("KYBERN_LOG", "info,controllers=debug")
             .stdin(Stdio::null())
