@@ -6,10 +6,13 @@
 //! bounded.
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use testkit::kubeproc::KubeCluster;
+use testkit::procs::{free_port, run_bounded};
 
 const WAIT: u64 = 90;
 const ELECTION: [&str; 3] = [
@@ -38,7 +41,12 @@ fn identity(c: &KubeCluster, name: &str) -> Option<String> {
     let log = std::fs::read_to_string(&p.log).ok()?;
     let marker = "kube-system/kube-scheduler as ";
     let at = log.find(marker)?;
-    Some(log[at + marker.len()..].split_whitespace().next()?.to_string())
+    Some(
+        log[at + marker.len()..]
+            .split_whitespace()
+            .next()?
+            .to_string(),
+    )
 }
 
 /// The replica (by process name, among `alive`) that holds the lease, once one does and it is
@@ -93,7 +101,11 @@ fn wait_scheduled(c: &KubeCluster, names: &[String]) {
             let bound: Vec<&str> = pods["items"]
                 .as_array()?
                 .iter()
-                .filter(|p| p["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty()))
+                .filter(|p| {
+                    p["spec"]["nodeName"]
+                        .as_str()
+                        .is_some_and(|n| !n.is_empty())
+                })
                 .filter_map(|p| p["metadata"]["name"].as_str())
                 .collect();
             let events = scheduled_events(c);
@@ -103,6 +115,21 @@ fn wait_scheduled(c: &KubeCluster, names: &[String]) {
                 .then_some(())
         },
     );
+}
+
+/// GET http://127.0.0.1:PORT/PATH: the whole response (status line, headers, body).
+fn http_get(port: u16, path: &str) -> String {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
 }
 
 fn proc_index(c: &KubeCluster, name: &str) -> usize {
@@ -120,11 +147,15 @@ fn scheduler_failover_on_kill_and_on_sigterm() {
         &["hollow-nodes", "--count", "3", "--name-prefix=hollow-"],
     );
     let mut alive = vec![];
+    let mut ports = HashMap::new();
     for i in 0..3 {
         let name = format!("scheduler-{i}");
-        let mut args = vec!["scheduler", "--secure-port=0"];
+        let port = free_port();
+        let port_flag = format!("--secure-port={port}");
+        let mut args = vec!["scheduler", "--bind-address=127.0.0.1", &port_flag];
         args.extend(ELECTION);
         c.spawn_client(&name, &args);
+        ports.insert(name.clone(), port);
         alive.push(name);
     }
     c.wait_for("3 Ready hollow nodes", WAIT, || {
@@ -146,6 +177,28 @@ fn scheduler_failover_on_kill_and_on_sigterm() {
     let first = leader(&c, &alive, None);
     let first_id = identity(&c, &first).unwrap();
     println!("leader: {first} ({first_id})");
+    // Every replica is healthy and ready (a standby's informers are warm); each reports whether
+    // it leads.
+    for name in &alive {
+        let port = ports[name];
+        let want = if *name == first { 1 } else { 0 };
+        c.wait_for(
+            &format!("{name}'s /healthz, /readyz and leader gauge"),
+            WAIT,
+            || {
+                let health = http_get(port, "/healthz?verbose");
+                let ready = http_get(port, "/readyz");
+                let metrics = http_get(port, "/metrics");
+                (health.starts_with("HTTP/1.1 200")
+                    && health.contains("[+]leaderElection ok")
+                    && ready.starts_with("HTTP/1.1 200")
+                    && metrics.contains(&format!(
+                        "leader_election_master_status{{name=\"kube-scheduler\"}} {want}"
+                    )))
+                .then_some(())
+            },
+        );
+    }
     let mut all = create_pods(&c, "before", 6);
     wait_scheduled(&c, &all);
 
@@ -180,7 +233,9 @@ fn scheduler_failover_on_kill_and_on_sigterm() {
         c.procs[i].log_tail(30)
     );
     assert!(
-        c.procs[i].log_tail(60).contains("released lease kube-system/kube-scheduler"),
+        c.procs[i]
+            .log_tail(60)
+            .contains("released lease kube-system/kube-scheduler"),
         "{second} did not say it released the lease:\n{}",
         c.procs[i].log_tail(60)
     );
@@ -236,4 +291,26 @@ fn scheduler_failover_on_kill_and_on_sigterm() {
         transitions.trim().parse::<u32>().unwrap_or(0) >= 2,
         "leaseTransitions {transitions:?} after two handovers"
     );
+}
+
+#[test]
+fn inconsistent_election_flags_exit_2() {
+    for bad in [
+        &[
+            "--leader-elect-lease-duration=3s",
+            "--leader-elect-renew-deadline=3s",
+        ][..],
+        &[
+            "--leader-elect-renew-deadline=2s",
+            "--leader-elect-retry-period=2s",
+        ][..],
+        &["--leader-elect-resource-lock=endpoints"][..],
+    ] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kybern"));
+        cmd.arg("scheduler").args(bad);
+        let out = run_bounded(cmd, 30);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {err}");
+        assert!(err.contains("leader-elect"), "{bad:?} says why: {err}");
+    }
 }

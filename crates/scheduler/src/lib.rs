@@ -210,6 +210,7 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
     let stores = start_informers(&state, &shutdown);
     match elector {
         Some(e) => {
+            state.metrics.set_leader(false);
             let st = state.clone();
             let res = e
                 .run(shutdown, move |leading| {
