@@ -1,7 +1,8 @@
 //! Three `kybern scheduler` replicas elect one leader on the Lease kube-system/kube-scheduler
 //! (real binary, real kubectl, hollow nodes). Killing the leader with SIGKILL hands the lease to
 //! another replica after the lease expires, and new pods get scheduled; SIGTERM on the new leader
-//! releases the lease and the third replica takes over and schedules. Every pod is bound exactly
+//! releases the lease and the third replica takes over and schedules; SIGSTOP on that one past
+//! its lease lets a fourth take over, and the stopped one, resumed, exits 1. Every pod is bound exactly
 //! once: one `Scheduled` event per pod. Takeover times are printed, never asserted; every wait is
 //! bounded.
 
@@ -253,6 +254,59 @@ fn scheduler_failover_on_kill_and_on_sigterm() {
     );
     all.extend(after_term);
 
+    // SIGSTOP the third leader past its lease: a fresh replica takes over; when the stopped one
+    // resumes it finds its lease lost, stops acting and exits 1 (to be restarted as a candidate).
+    let third_id = identity(&c, &third).unwrap();
+    c.spawn_client(
+        "scheduler-3",
+        &[&["scheduler", "--secure-port=0"][..], &ELECTION[..]].concat(),
+    );
+    alive.push("scheduler-3".into());
+    let i = proc_index(&c, &third);
+    let pid = c.procs[i].child.id().to_string();
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    };
+    let stopped_at = Instant::now();
+    signal("-STOP");
+    alive.retain(|n| *n != third);
+    let fourth = leader(&c, &alive, Some(&third_id));
+    println!(
+        "after SIGSTOP of {third}: {fourth} holds the lease after {:?}",
+        stopped_at.elapsed()
+    );
+    let after_stop = create_pods(&c, "afterstop", 6);
+    wait_scheduled(&c, &after_stop);
+    all.extend(after_stop);
+    signal("-CONT");
+    let deadline = Instant::now() + Duration::from_secs(WAIT);
+    let code = loop {
+        if let Some(code) = c.procs[i].child.try_wait().ok().flatten() {
+            break code;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{third} still runs {WAIT}s after SIGCONT\n{}",
+            c.procs[i].log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        code.code(),
+        Some(1),
+        "{third} exit status after losing its lease\n{}",
+        c.procs[i].log_tail(30)
+    );
+    assert!(
+        c.procs[i].log_tail(60).contains("leader election lost"),
+        "{third} says it lost the lease:\n{}",
+        c.procs[i].log_tail(60)
+    );
+
     // Every pod was bound once: exactly one Scheduled event each, and no replica but the leader of
     // its time scheduled anything after the handovers.
     let events = scheduled_events(&c);
@@ -288,8 +342,8 @@ fn scheduler_failover_on_kill_and_on_sigterm() {
     ]);
     println!("lease transitions: {transitions}");
     assert!(
-        transitions.trim().parse::<u32>().unwrap_or(0) >= 2,
-        "leaseTransitions {transitions:?} after two handovers"
+        transitions.trim().parse::<u32>().unwrap_or(0) >= 3,
+        "leaseTransitions {transitions:?} after three handovers"
     );
 }
 
