@@ -196,7 +196,12 @@ fn main() -> ExitCode {
                     .await
                     .map_err(|e| (1, format!("controller-manager: {e:#}")))
             }
-            Cmd::Scheduler(args) => scheduler::run(args).await.map_err(|e| (1, format!("scheduler: {e:#}"))),
+            Cmd::Scheduler(args) => {
+                scheduler::check(&args).map_err(|e| (2, format!("scheduler: {e:#}")))?;
+                scheduler::run(args)
+                    .await
+                    .map_err(|e| (1, format!("scheduler: {e:#}")))
+            }
             Cmd::HollowNodes(args) => testkit::hollow::run(args)
                 .await
                 .map_err(|e| (1, format!("hollow-nodes: {e:#}"))),

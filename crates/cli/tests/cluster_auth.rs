@@ -35,30 +35,62 @@ async fn auth_changes_through_one_member_hold_on_every_member() {
     ok(&ctl(&url[0], None, &["user", "grant-role", "root", "root"]));
     ok(&ctl(&url[1], None, &["user", "add", "alice:alicepw"]));
     ok(&ctl(&url[2], None, &["role", "add", "writer"]));
-    ok(&ctl(&url[0], None, &["role", "grant-permission", "writer", "readwrite", "a"]));
-    ok(&ctl(&url[1], None, &["user", "grant-role", "alice", "writer"]));
+    ok(&ctl(
+        &url[0],
+        None,
+        &["role", "grant-permission", "writer", "readwrite", "a"],
+    ));
+    ok(&ctl(
+        &url[1],
+        None,
+        &["user", "grant-role", "alice", "writer"],
+    ));
     ok(&ctl(&url[2], None, &["auth", "enable"]));
 
     // Every member knows the users and enforces the switch.
     for u in &url {
         let users = ctl(u, root, &["user", "list"]);
-        assert_eq!(ok(&users).split_whitespace().collect::<Vec<_>>(), ["alice", "root"]);
+        assert_eq!(
+            ok(&users).split_whitespace().collect::<Vec<_>>(),
+            ["alice", "root"]
+        );
         let anon = ctl(u, None, &["put", "a", "x"]);
-        assert_ne!(anon.code, 0, "{u} let an anonymous put through with auth on");
-        assert!(anon.stderr.contains("user name is empty"), "{}", anon.stderr);
+        assert_ne!(
+            anon.code, 0,
+            "{u} let an anonymous put through with auth on"
+        );
+        assert!(
+            anon.stderr.contains("user name is empty"),
+            "{}",
+            anon.stderr
+        );
     }
     ok(&ctl(&url[1], alice, &["put", "a", "1"]));
     let denied = ctl(&url[2], alice, &["put", "b", "1"]);
     assert!(denied.stderr.contains("permission denied"), "{denied:?}");
-    assert_eq!(ok(&ctl(&url[0], alice, &["get", "a", "--print-value-only"])).trim(), "1");
+    assert_eq!(
+        ok(&ctl(&url[0], alice, &["get", "a", "--print-value-only"])).trim(),
+        "1"
+    );
 
     // A revocation through one member holds at once through the others.
-    ok(&ctl(&url[0], root, &["role", "revoke-permission", "writer", "a"]));
+    ok(&ctl(
+        &url[0],
+        root,
+        &["role", "revoke-permission", "writer", "a"],
+    ));
     for u in &url {
         let put = ctl(u, alice, &["put", "a", "2"]);
-        assert_ne!(put.code, 0, "{u} let a revoked write through: {}", put.stdout);
+        assert_ne!(
+            put.code, 0,
+            "{u} let a revoked write through: {}",
+            put.stdout
+        );
     }
-    assert_eq!(ok(&ctl(&url[2], root, &["get", "a", "--print-value-only"])).trim(), "1");
+    assert_eq!(
+        ok(&ctl(&url[2], root, &["get", "a", "--print-value-only"])).trim(),
+        "1"
+    );
 
     // Turning auth off through another member opens every member again.
     ok(&ctl(&url[1], root, &["auth", "disable"]));

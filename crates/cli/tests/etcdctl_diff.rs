@@ -351,7 +351,14 @@ async fn differential_on_clusters(script: &str) {
     let me = mask_leader(&mask(&raw_e, &ids_e));
     let mk = mask_leader(&mask(&raw_k, &ids_k));
     let stem = format!("cluster-{script}");
-    report(&stem, &me, &mk, &raw_e, &raw_k, Path::new("(the cluster's logs are gone)"));
+    report(
+        &stem,
+        &me,
+        &mk,
+        &raw_e,
+        &raw_k,
+        Path::new("(the cluster's logs are gone)"),
+    );
 }
 
 /// put/get with every range option, del, txn, watch replay, compaction, leases, bad input,

@@ -34,8 +34,10 @@ fn status(url: &str) -> Option<(u64, u64)> {
 fn new_leader_on(c: &Cluster, side: &[usize], old: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
-        let seen: Vec<Option<(u64, u64)>> =
-            side.iter().map(|&i| status(&c.members[i].client_url)).collect();
+        let seen: Vec<Option<(u64, u64)>> = side
+            .iter()
+            .map(|&i| status(&c.members[i].client_url))
+            .collect();
         let ids: Vec<u64> = seen.iter().flatten().map(|s| s.0).collect();
         if let Some(Some((_, l))) = seen.first() {
             let agreed = seen.iter().all(|s| matches!(s, Some((_, x)) if x == l));
@@ -56,7 +58,11 @@ fn new_leader_on(c: &Cluster, side: &[usize], old: u64) -> u64 {
 fn check_sides(c: &Cluster, minority: &[usize], majority: &[usize], key: &str) {
     let m = &c.members[majority[0]].client_url;
     let put = ctl(m, &["put", key, "majority"]);
-    assert_eq!(put.code, 0, "a put through the majority failed: {}", put.stderr);
+    assert_eq!(
+        put.code, 0,
+        "a put through the majority failed: {}",
+        put.stderr
+    );
     let got = ctl(m, &["get", key, "--print-value-only"]);
     assert_eq!(got.stdout.trim(), "majority", "{}", got.stderr);
     for &i in minority {
@@ -64,7 +70,11 @@ fn check_sides(c: &Cluster, minority: &[usize], majority: &[usize], key: &str) {
         let put = ctl(url, &["put", key, "minority"]);
         assert_ne!(put.code, 0, "member {i} in the minority acknowledged a put");
         let get = ctl(url, &["get", key]);
-        assert_ne!(get.code, 0, "member {i} in the minority answered a linearizable read: {}", get.stdout);
+        assert_ne!(
+            get.code, 0,
+            "member {i} in the minority answered a linearizable read: {}",
+            get.stdout
+        );
     }
 }
 
@@ -100,7 +110,11 @@ async fn an_isolated_leader_loses_its_role_and_the_majority_carries_on() {
     eprintln!("leader {old:x} isolated; the majority elected {new:x}");
     check_sides(&c, &[leader], &others, "lin/partition-isolated");
     lab.heal().unwrap();
-    caught_up(&c.members[leader].client_url, "lin/partition-isolated", "majority");
+    caught_up(
+        &c.members[leader].client_url,
+        "lin/partition-isolated",
+        "majority",
+    );
     finish(&c, load).await;
 }
 

@@ -21,6 +21,8 @@ fn cluster() -> Option<(KubeCluster, u16)> {
         "scheduler",
         &[
             "scheduler",
+            // One replica: no election (tests/scheduler_leader.rs covers several replicas).
+            "--leader-elect=false",
             "--bind-address=127.0.0.1",
             &format!("--secure-port={port}"),
         ],

@@ -38,7 +38,7 @@ pub fn term_selects(
     let ns_ok = match &term.namespace_selector {
         None if names.is_empty() => other.namespace == owner_ns,
         sel => {
-            names.iter().any(|n| *n == other.namespace)
+            names.contains(&other.namespace)
                 || sel.as_ref().is_some_and(|s| {
                     let empty = s.match_labels.as_ref().is_none_or(|m| m.is_empty())
                         && s.match_expressions.as_ref().is_none_or(|m| m.is_empty());

@@ -8,8 +8,11 @@
 //! PodTopologySpread); the chosen node is assumed at once and the binding
 //! (`POST pods/NAME/binding`) runs in a task of its own, several in flight.
 //!
-//! `run(args)` builds the client and serves `/healthz`, `/readyz`, `/metrics`; `schedule(client,
-//! cancel)` is the work itself, for leader election to wrap.
+//! `run(args)` builds the client, serves `/healthz`, `/readyz`, `/metrics`, starts the informers
+//! and, unless `--leader-elect=false`, runs the scheduling loop only while this replica holds the
+//! Lease `kube-system/kube-scheduler` (as upstream, the informers of a standby replica are already
+//! warm, so a takeover starts scheduling at once). `schedule(client, opts, cancel)` is the whole
+//! work (informers and loop) without an election.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -42,7 +45,10 @@ pub mod server;
     spread, inter-pod affinity), scores them (least allocated, balanced allocation, taints, \
     preferred node affinity, spreading) and binds the pod to the best. A pod that fits nowhere gets \
     PodScheduled=False/Unschedulable and a FailedScheduling event, and is retried when the cluster \
-    changes. Serves /healthz, /readyz and /metrics over plain HTTP on --bind-address:--secure-port."
+    changes. Serves /healthz, /readyz and /metrics over plain HTTP on --bind-address:--secure-port. \
+    Several replicas elect a leader on the Lease kube-system/kube-scheduler (--leader-elect, on by \
+    default); only the leader schedules. SIGTERM/SIGINT releases the lease so another replica takes \
+    over at once; a leader that loses its lease exits with status 1, to be restarted as a candidate."
 )]
 pub struct SchedulerArgs {
     /// Path to a kubeconfig file with the API server address and credentials (else the in-cluster
@@ -65,6 +71,19 @@ pub struct SchedulerArgs {
     /// Bindings in flight at once (decisions stay sequential; binding calls run in parallel).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub parallel_bindings: u32,
+    #[command(flatten)]
+    pub leader_election: leaderelect::LeaderElectionArgs,
+}
+
+/// The Lease the replicas elect a leader on (unless --leader-elect-resource-name names another).
+pub const LEASE_NAME: &str = "kube-scheduler";
+
+/// Refuses flags upstream refuses (inconsistent election timings); the CLI exits 2 on it.
+pub fn check(args: &SchedulerArgs) -> anyhow::Result<()> {
+    if args.leader_election.leader_elect {
+        args.leader_election.config(LEASE_NAME)?;
+    }
+    Ok(())
 }
 
 /// What the loop, the informers, the binder and the HTTP endpoint share.
@@ -76,6 +95,9 @@ pub struct State {
     pub metrics: server::Metrics,
     pub events: bind::EventSink,
     pub bind_slots: tokio::sync::Semaphore,
+    parallel_bindings: u32,
+    /// The election's state, for `/healthz` (absent with --leader-elect=false).
+    pub election: std::sync::OnceLock<Arc<leaderelect::Health>>,
     /// Bit 0: nodes listed; bit 1: pods listed.
     synced: AtomicU8,
     synced_notify: tokio::sync::Notify,
@@ -91,6 +113,8 @@ impl State {
             queue: queue::Queue::default(),
             metrics: server::Metrics::new(scheduler_name),
             bind_slots: tokio::sync::Semaphore::new(parallel_bindings as usize),
+            parallel_bindings,
+            election: std::sync::OnceLock::new(),
             synced: AtomicU8::new(0),
             synced_notify: tokio::sync::Notify::new(),
         })
@@ -146,33 +170,73 @@ impl From<&SchedulerArgs> for Options {
     }
 }
 
-/// Runs the scheduler until SIGINT/SIGTERM.
+/// Runs the scheduler until SIGINT/SIGTERM (Ok, the lease released) or until leadership is lost
+/// (an error: the process exits and is restarted as a fresh candidate, as upstream).
 pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
+    let election = if args.leader_election.leader_elect {
+        Some(args.leader_election.config(LEASE_NAME)?)
+    } else {
+        None
+    };
     let client = client(args.kubeconfig.as_deref()).await?;
-    let cancel = CancellationToken::new();
-    let state = State::new(client, &args.scheduler_name, args.parallel_bindings);
+    let shutdown = CancellationToken::new();
+    let c = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        c.cancel();
+    });
+    let state = State::new(client.clone(), &args.scheduler_name, args.parallel_bindings);
+    let elector = election.map(|cfg| {
+        tracing::info!(
+            "leader election on lease {}/{} as {} (lease {:?}, renew deadline {:?}, retry {:?})",
+            cfg.namespace,
+            cfg.name,
+            cfg.identity,
+            cfg.lease_duration,
+            cfg.renew_deadline,
+            cfg.retry_period
+        );
+        leaderelect::Elector::new(client, cfg)
+    });
+    if let Some(e) = &elector {
+        let _ = state.election.set(e.health());
+    }
     if args.secure_port != 0 {
         let l = server::bind((args.bind_address, args.secure_port).into()).await?;
         tracing::info!(addr = %l.local_addr()?, "serving /healthz, /readyz, /metrics (plain HTTP)");
-        tokio::spawn(server::serve(l, state.clone(), cancel.clone()));
+        tokio::spawn(server::serve(l, state.clone(), shutdown.clone()));
     }
-    let c = cancel.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("signal received: stopping");
-        c.cancel();
-    });
-    schedule_with(state, Options::from(&args), cancel).await
+    let opts = Options::from(&args);
+    let stores = start_informers(&state, &shutdown);
+    match elector {
+        Some(e) => {
+            state.metrics.set_leader(false);
+            let st = state.clone();
+            let res = e
+                .run(shutdown, move |leading| {
+                    st.metrics.set_leader(true);
+                    schedule_loop(st, stores, opts, leading)
+                })
+                .await;
+            state.metrics.set_leader(false);
+            res
+        }
+        None => schedule_loop(state, stores, opts, shutdown).await,
+    }
 }
 
 async fn shutdown_signal() {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot install the SIGTERM/SIGINT handlers");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
     }
 }
 
@@ -183,15 +247,14 @@ pub async fn schedule(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let state = State::new(client, &opts.scheduler_name, opts.parallel_bindings);
-    schedule_with(state, opts, cancel).await
+    let stores = start_informers(&state, &cancel);
+    schedule_loop(state, stores, opts, cancel).await
 }
 
-async fn schedule_with(
-    state: Arc<State>,
-    opts: Options,
-    cancel: CancellationToken,
-) -> anyhow::Result<()> {
-    let stores = informers::start(&state.client, state.clone(), &cancel);
+/// Starts the informers (which fill the cache and the queue) and the queue's flushing, until
+/// `cancel`.
+fn start_informers(state: &Arc<State>, cancel: &CancellationToken) -> informers::Stores {
+    let stores = informers::start(&state.client, state.clone(), cancel);
     // Flush backoff and long-unschedulable pods every second, as upstream.
     let (st, c) = (state.clone(), cancel.clone());
     tokio::spawn(async move {
@@ -200,6 +263,17 @@ async fn schedule_with(
             tokio::select! { _ = tick.tick() => st.queue.flush(), _ = c.cancelled() => return }
         }
     });
+    stores
+}
+
+/// Takes pods from the queue and decides where each goes, until `cancel`; then waits (bounded)
+/// for the bindings in flight, so that a replica handing over its lease has finished writing.
+async fn schedule_loop(
+    state: Arc<State>,
+    stores: informers::Stores,
+    opts: Options,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     // Decide nothing before nodes and pods are listed: the cache would undercount.
     let started = Instant::now();
     while !state.is_synced() {
@@ -259,6 +333,11 @@ async fn schedule_with(
             },
         );
     }
-    tracing::info!("scheduling stopped");
+    tracing::info!("scheduling stopped; waiting for the bindings in flight");
+    let all = state.parallel_bindings;
+    match tokio::time::timeout(Duration::from_secs(10), state.bind_slots.acquire_many(all)).await {
+        Ok(_) => tracing::info!("no binding in flight"),
+        Err(_) => tracing::warn!("bindings still in flight after 10s; stopping anyway"),
+    }
     Ok(())
 }

@@ -1,11 +1,12 @@
-//! The scheduler's HTTP endpoint: `/healthz`, `/livez`, `/readyz` (ready once the informers have
-//! listed nodes and pods) and `/metrics` in the Prometheus text format, with upstream's metric
+//! The scheduler's HTTP endpoint: `/healthz` (checks `ping` and, with leader election,
+//! `leaderElection`, as upstream), `/livez`, `/readyz` (ready once the informers have listed nodes
+//! and pods; a standby replica's informers run too, so it is ready as well) and `/metrics` in the Prometheus text format, with upstream's metric
 //! names. Plain HTTP (upstream serves HTTPS with delegated authn; not yet here).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::State as AxState;
+use axum::extract::{RawQuery, State as AxState};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -27,6 +28,15 @@ struct AttemptLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LeaseLabel {
+    name: String,
+}
+
+/// How far past its lease duration a leader may be late renewing before `/healthz` fails
+/// (kube-scheduler uses 20 s).
+const LEADER_TOLERANCE: std::time::Duration = std::time::Duration::from_secs(20);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueueLabels {
     queue: String,
 }
@@ -38,11 +48,19 @@ pub struct Metrics {
     durations: Family<AttemptLabels, Histogram>,
     pending: Family<QueueLabels, Gauge>,
     bind_errors: Counter,
+    leader: Family<LeaseLabel, Gauge>,
 }
 
 impl Metrics {
     pub fn new(profile: &str) -> Metrics {
-        let mut registry = Registry::with_prefix("scheduler");
+        let mut root = Registry::default();
+        let leader = Family::<LeaseLabel, Gauge>::default();
+        root.register(
+            "leader_election_master_status",
+            "Whether this replica leads its election (1) or not (0), by the lease name.",
+            leader.clone(),
+        );
+        let registry = root.sub_registry_with_prefix("scheduler");
         let attempts = Family::<AttemptLabels, Counter>::default();
         registry.register(
             "schedule_attempts",
@@ -70,13 +88,23 @@ impl Metrics {
             bind_errors.clone(),
         );
         Metrics {
-            registry,
+            registry: root,
             profile: profile.into(),
             attempts,
             durations,
             pending,
             bind_errors,
+            leader,
         }
+    }
+
+    /// `leader_election_master_status{name="kube-scheduler"}`.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader
+            .get_or_create(&LeaseLabel {
+                name: crate::LEASE_NAME.into(),
+            })
+            .set(leading as i64);
     }
 
     pub fn attempt(&self, result: &str, seconds: f64) {
@@ -111,8 +139,38 @@ impl Metrics {
     }
 }
 
-async fn healthz() -> &'static str {
+async fn livez() -> &'static str {
     "ok"
+}
+
+/// Upstream's healthz: `ok`, or 500 listing the failed checks; `?verbose` lists every check.
+async fn healthz(AxState(st): AxState<Arc<State>>, RawQuery(q): RawQuery) -> impl IntoResponse {
+    let mut checks = vec![("ping", Ok(()))];
+    if let Some(h) = st.election.get() {
+        checks.push(("leaderElection", h.check(LEADER_TOLERANCE)));
+    }
+    let failed = checks.iter().any(|(_, r)| r.is_err());
+    let verbose = q.is_some_and(|q| q.split('&').any(|p| p == "verbose" || p == "verbose=true"));
+    if !failed && !verbose {
+        return (StatusCode::OK, "ok".to_string());
+    }
+    let mut body = String::new();
+    for (name, r) in &checks {
+        match r {
+            Ok(()) => body.push_str(&format!("[+]{name} ok\n")),
+            Err(e) => {
+                tracing::warn!("healthz check {name} failed: {e}");
+                body.push_str(&format!("[-]{name} failed: reason withheld\n"));
+            }
+        }
+    }
+    if failed {
+        body.push_str("healthz check failed\n");
+        (StatusCode::INTERNAL_SERVER_ERROR, body)
+    } else {
+        body.push_str("healthz check passed\n");
+        (StatusCode::OK, body)
+    }
 }
 
 async fn readyz(AxState(st): AxState<Arc<State>>) -> impl IntoResponse {
@@ -142,7 +200,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/healthz", get(healthz))
-        .route("/livez", get(healthz))
+        .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state);
