@@ -50,7 +50,10 @@ async fn every_served_resource_has_a_fixture() {
          crates/registry/tests/conformance/fixtures.rs (a minimal valid object and its capabilities)"
     );
     let unknown: Vec<&String> = fixtures.iter().filter(|f| !served.contains(f)).collect();
-    assert!(unknown.is_empty(), "fixtures for resources not served: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "fixtures for resources not served: {unknown:?}"
+    );
     let mut dedup = fixtures.clone();
     dedup.sort();
     dedup.dedup();
@@ -68,7 +71,11 @@ async fn every_served_resource_passes_the_tester() {
             .iter()
             .map(|s| {
                 let i = s.strategy.info();
-                (i.group.to_string(), i.version.to_string(), i.resource.to_string())
+                (
+                    i.group.to_string(),
+                    i.version.to_string(),
+                    i.resource.to_string(),
+                )
             })
             .collect()
     };
@@ -79,7 +86,9 @@ async fn every_served_resource_passes_the_tester() {
             .into_iter()
             .find(|f| f.group == g && f.version == v && f.resource == res)
         else {
-            failures.push(format!("{label}: no fixture; add one to tests/conformance/fixtures.rs"));
+            failures.push(format!(
+                "{label}: no fixture; add one to tests/conformance/fixtures.rs"
+            ));
             continue;
         };
         let task = tokio::spawn(async move {

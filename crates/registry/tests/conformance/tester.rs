@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use apimachinery::patch::PatchType;
 use apimachinery::LabelSelector;
-use registry::{Deleted, GenericStore, ListOptions, Registry, WatchEvent, WatchOptions, WriteOptions};
+use registry::{
+    Deleted, GenericStore, ListOptions, Registry, WatchEvent, WatchOptions, WriteOptions,
+};
 use serde_json::{json, Value};
 
 use super::fixtures::{Capability, DeleteBehaviour, Fixture};
@@ -64,8 +66,13 @@ pub async fn run(r: &Registry, fx: &Fixture) {
     match fx.capability {
         Capability::ReadOnly => read_only(store, ns, verbs).await,
         Capability::ReadWrite { delete } => {
-            for v in ["create", "get", "list", "watch", "update", "patch", "delete"] {
-                assert!(verbs.contains(&v), "a read-write resource serves {v}: {verbs:?}");
+            for v in [
+                "create", "get", "list", "watch", "update", "patch", "delete",
+            ] {
+                assert!(
+                    verbs.contains(&v),
+                    "a read-write resource serves {v}: {verbs:?}"
+                );
             }
             read_write(r, store, ns, fx, delete).await
         }
@@ -73,9 +80,16 @@ pub async fn run(r: &Registry, fx: &Fixture) {
 }
 
 async fn read_only(store: &GenericStore, ns: &str, verbs: &[&str]) {
-    assert_eq!(verbs, ["get", "list"], "a read-only resource serves get and list only");
+    assert_eq!(
+        verbs,
+        ["get", "list"],
+        "a read-only resource serves get and list only"
+    );
     let l = store.list(ns, &ListOptions::default()).await.unwrap();
-    assert!(l.items.is_empty(), "nothing is stored for a read-only resource");
+    assert!(
+        l.items.is_empty(),
+        "nothing is stored for a read-only resource"
+    );
     assert_eq!(store.get(ns, "missing").await.err().unwrap().code, 404);
 }
 
@@ -102,12 +116,21 @@ async fn read_write(
     let name = format!("conf-{}", fx.resource);
 
     // create
-    let created = store.create(ns, object(fx, &name, false), &w).await.unwrap();
+    let created = store
+        .create(ns, object(fx, &name, false), &w)
+        .await
+        .unwrap();
     assert!(created.created);
     let c = created.object;
     let meta = &c["metadata"];
-    assert!(!meta["uid"].as_str().unwrap_or("").is_empty(), "uid set: {c}");
-    assert!(meta["creationTimestamp"].is_string(), "creationTimestamp set: {c}");
+    assert!(
+        !meta["uid"].as_str().unwrap_or("").is_empty(),
+        "uid set: {c}"
+    );
+    assert!(
+        meta["creationTimestamp"].is_string(),
+        "creationTimestamp set: {c}"
+    );
     let created_rv = rv(&c);
     assert!(created_rv > 0);
     assert_eq!(meta["name"], name.as_str());
@@ -121,7 +144,11 @@ async fn read_write(
     }
 
     // get equals
-    assert_eq!(store.get(ns, &name).await.unwrap(), c, "get returns what create did");
+    assert_eq!(
+        store.get(ns, &name).await.unwrap(),
+        c,
+        "get returns what create did"
+    );
 
     // list contains it with its resourceVersion
     let all = store.list(ns, &ListOptions::default()).await.unwrap();
@@ -164,16 +191,27 @@ async fn read_write(
     // update with the current resourceVersion bumps it; with a stale one conflicts
     let mut upd = c.clone();
     upd["metadata"]["annotations"] = json!({"conformance/updated": "1"});
-    let u = store.update(ns, &name, upd.clone(), None, &w).await.unwrap().object;
+    let u = store
+        .update(ns, &name, upd.clone(), None, &w)
+        .await
+        .unwrap()
+        .object;
     let updated_rv = rv(&u);
     assert!(updated_rv > created_rv, "update bumps resourceVersion");
     assert_eq!(u["metadata"]["annotations"]["conformance/updated"], "1");
     assert_eq!(u["metadata"]["uid"], c["metadata"]["uid"]);
     if fx.generation {
-        assert_eq!(u["metadata"]["generation"], 1, "a metadata change keeps generation");
+        assert_eq!(
+            u["metadata"]["generation"], 1,
+            "a metadata change keeps generation"
+        );
     }
-    let e = store.update(ns, &name, upd, None, &w).await.err().expect("stale update");
-    assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"), "{}", e.message);
+    let e = store
+        .update(ns, &name, upd, None, &w)
+        .await
+        .err()
+        .expect("stale update");
+    assert_eq!((e.code, e.reason), (409, "Conflict"), "{}", e.message);
 
     // merge patch
     let p = store
@@ -206,15 +244,26 @@ async fn read_write(
         ..Default::default()
     };
     let dry_name = format!("{name}-dry");
-    let d = store.create(ns, object(fx, &dry_name, false), &dry).await.unwrap();
+    let d = store
+        .create(ns, object(fx, &dry_name, false), &dry)
+        .await
+        .unwrap();
     assert_eq!(d.object["metadata"]["name"], dry_name.as_str());
     assert_eq!(store.get(ns, &dry_name).await.err().unwrap().code, 404);
     let after = store.list(ns, &ListOptions::default()).await.unwrap();
     assert!(!names(&after.items).contains(&dry_name));
 
     // generateName gives unique names
-    let g1 = store.create(ns, object(fx, &name, true), &w).await.unwrap().object;
-    let g2 = store.create(ns, object(fx, &name, true), &w).await.unwrap().object;
+    let g1 = store
+        .create(ns, object(fx, &name, true), &w)
+        .await
+        .unwrap()
+        .object;
+    let g2 = store
+        .create(ns, object(fx, &name, true), &w)
+        .await
+        .unwrap()
+        .object;
     let (n1, n2) = (
         g1["metadata"]["name"].as_str().unwrap_or(""),
         g2["metadata"]["name"].as_str().unwrap_or(""),
@@ -225,8 +274,12 @@ async fn read_write(
     assert_ne!(n1, n2);
 
     // a duplicate name conflicts
-    let e = store.create(ns, object(fx, &name, false), &w).await.err().expect("duplicate");
-    assert_eq!((e.code, e.reason.as_str()), (409, "AlreadyExists"), "{}", e.message);
+    let e = store
+        .create(ns, object(fx, &name, false), &w)
+        .await
+        .err()
+        .expect("duplicate");
+    assert_eq!((e.code, e.reason), (409, "AlreadyExists"), "{}", e.message);
 
     // delete, then 404 and DELETED
     let gone = store.delete(ns, &name, &Default::default()).await.unwrap();
@@ -235,7 +288,10 @@ async fn read_write(
         (DeleteBehaviour::Finalized, Deleted::Pending(o)) => {
             assert!(o["metadata"]["deletionTimestamp"].is_string(), "{o}");
             let ev = next_for(&mut rx, &name).await;
-            assert_eq!(ev.type_, "MODIFIED", "marking for deletion is a modification");
+            assert_eq!(
+                ev.type_, "MODIFIED",
+                "marking for deletion is a modification"
+            );
             assert!(ev.object["metadata"]["deletionTimestamp"].is_string());
             r.finalize_namespace(&name).await.unwrap();
         }
@@ -243,7 +299,7 @@ async fn read_write(
         (want, Deleted::Pending(o)) => panic!("declared {want:?}, but the delete only marked: {o}"),
     }
     let e = store.get(ns, &name).await.err().expect("deleted");
-    assert_eq!((e.code, e.reason.as_str()), (404, "NotFound"), "{}", e.message);
+    assert_eq!((e.code, e.reason), (404, "NotFound"), "{}", e.message);
     let ev = next_for(&mut rx, &name).await;
     assert_eq!(ev.type_, "DELETED");
     assert_eq!(ev.object["metadata"]["uid"], c["metadata"]["uid"]);
