@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use apimachinery::patch::PatchType;
-use apimachinery::LabelSelector;
+use apimachinery::{FieldSelector, LabelSelector};
 use registry::{
     Deleted, GenericStore, ListOptions, Registry, WatchEvent, WatchOptions, WriteOptions,
 };
@@ -160,6 +160,17 @@ async fn read_write(
     assert_eq!(rv(listed), created_rv);
     assert!(all.resource_version >= created_rv);
 
+    // a namespaced object is listed across all namespaces, and not in another namespace
+    if !ns.is_empty() {
+        let every = store.list("", &ListOptions::default()).await.unwrap();
+        assert!(names(&every.items).contains(&name), "all-namespaces list");
+        let other = store.list("other", &ListOptions::default()).await.unwrap();
+        assert!(
+            !names(&other.items).contains(&name),
+            "another namespace's list"
+        );
+    }
+
     // label selectors filter it in and out
     for (sel, want) in [
         (format!("{LABEL}=yes"), true),
@@ -174,6 +185,24 @@ async fn read_write(
         };
         let got = names(&store.list(ns, &opts).await.unwrap().items);
         assert_eq!(got.contains(&name), want, "-l {sel} gives {got:?}");
+    }
+
+    // field selectors on metadata.name filter it in and out
+    for (sel, want) in [
+        (format!("metadata.name={name}"), true),
+        (format!("metadata.name!={name}"), false),
+        ("metadata.name=other".to_string(), false),
+    ] {
+        let opts = ListOptions {
+            field: FieldSelector::parse(&sel).unwrap(),
+            ..Default::default()
+        };
+        let got = names(&store.list(ns, &opts).await.unwrap().items);
+        assert_eq!(
+            got.contains(&name),
+            want,
+            "--field-selector {sel} gives {got:?}"
+        );
     }
 
     // a watch from the create's revision
