@@ -174,7 +174,7 @@ async fn read_write(
     // label selectors filter it in and out
     for (sel, want) in [
         (format!("{LABEL}=yes"), true),
-        (format!("{LABEL}"), true),
+        (LABEL.to_string(), true),
         (format!("{LABEL}=no"), false),
         (format!("{LABEL}!=yes"), false),
         (format!("!{LABEL}"), false),
@@ -327,7 +327,7 @@ async fn read_write(
         (want, Deleted::Gone(_)) => panic!("declared {want:?}, but the delete removed it at once"),
         (want, Deleted::Pending(o)) => panic!("declared {want:?}, but the delete only marked: {o}"),
     }
-    let e = store.get(ns, &name).await.err().expect("deleted");
+    let e = store.get(ns, &name).await.expect_err("deleted");
     assert_eq!((e.code, e.reason), (404, "NotFound"), "{}", e.message);
     let ev = next_for(&mut rx, &name).await;
     assert_eq!(ev.type_, "DELETED");
