@@ -25,6 +25,9 @@ struct Ctx {
     nodes: Store<Node>,
     /// When a NoExecute taint without `timeAdded` was first seen: (node, key, effect) -> time.
     first_seen: Mutex<HashMap<(String, String), jiff::Timestamp>>,
+    /// Pods (by uid) this controller has already evicted: its cache may show one again (the
+    /// DisruptionTarget patch) before the deletion reaches it, and it must not evict twice.
+    evicted: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl Named for Ctx {
@@ -63,6 +66,7 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
         client,
         nodes,
         first_seen: Mutex::new(HashMap::new()),
+        evicted: Mutex::new(HashMap::new()),
     });
     kit::drive(NAME, ctl, reconcile, ctx).await
 }
@@ -143,6 +147,14 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action> {
             Duration::from_secs_f64(wait) + Duration::from_millis(100),
         ));
     }
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    {
+        let mut evicted = ctx.evicted.lock().unwrap_or_else(|e| e.into_inner());
+        evicted.retain(|_, at| at.elapsed() < Duration::from_secs(300));
+        if evicted.contains_key(&uid) {
+            return Ok(Action::await_change());
+        }
+    }
     let ns = pod.namespace().unwrap_or_default();
     let name = pod.name_any();
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
@@ -181,6 +193,10 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action> {
     )
     .await;
     kit::delete_pod(&api, &name).await?;
+    ctx.evicted
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(uid, std::time::Instant::now());
     tracing::info!(
         controller = NAME,
         "evicted pod {ns}/{name} from node {node_name}: NoExecute taint {key} no longer tolerated"
